@@ -30,7 +30,7 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(cfg['min_python']):]]
                 + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     package_data={cfg['lib_path']: ['assets/*']},
     install_requires=shlex.split(cfg.get('requirements', '')),
