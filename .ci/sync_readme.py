@@ -24,7 +24,11 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
         if not code or code.startswith(('test_', 'from fastcore.test')): continue
         out += ['```python', code, '```', '']
         for o in cell.get('outputs', []):
-            text = ''.join(o.get('text', '')) if o.get('output_type') == 'stream' else ''.join(o.get('data', {}).get('text/plain', ''))
+            data = o.get('data', {})
+            if o.get('output_type') == 'stream': text = ''.join(o.get('text', ''))
+            elif 'text/markdown' in data: text = ''.join(data['text/markdown'])
+            else: text = ''.join(data.get('text/plain', ''))
+            if text.startswith('<IPython') or text.startswith('<Figure'): continue   # rich-only outputs
             text = re.sub(r'\x1b\[[0-9;]*m', '', text).rstrip()
             if text: out += ['```', text, '```', '']
     return '\n'.join(out).rstrip() + '\n'
