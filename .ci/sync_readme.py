@@ -29,14 +29,15 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
             elif 'text/markdown' in data: text = ''.join(data['text/markdown'])
             else: text = ''.join(data.get('text/plain', ''))
             if text.startswith('<IPython') or text.startswith('<Figure'): continue   # rich-only outputs
-            text = re.sub(r'\x1b\[[0-9;]*m', '', text).rstrip()
+            text = re.sub(r'\x1b\[[0-9;]*m', '', text).replace('\r\n', '\n')
+            text = '\n'.join(l.split('\r')[-1] for l in text.split('\n')).rstrip()   # a terminal shows the last redraw
             if text: out += ['```', text, '```', '']
     return '\n'.join(out).rstrip() + '\n'
 
 if __name__ == '__main__':
     readme, new = root/'README.md', render()
     if '--check' in sys.argv:
-        if not readme.exists() or readme.read_text() != new:
+        if not readme.exists() or readme.read_text(encoding='utf-8') != new:
             sys.exit('README.md is out of step with nbs/index.ipynb: run `python .ci/sync_readme.py` and commit it')
         print('README.md is in step with nbs/index.ipynb')
-    else: readme.write_text(new)
+    else: readme.write_text(new, encoding='utf-8')
