@@ -14,7 +14,7 @@ from fastai.torch_core import default_device
 
 # %% auto #0
 __all__ = ['DATASETS', 'N_CLASSES', 'INPUT_SHAPES', 'cache_dir', 'preserve_rng', 'mnist1d_arrays', 'digits_arrays', 'TensorDS',
-           'check_dataset', 'get_dls']
+           'BatchDL', 'check_dataset', 'get_dls']
 
 # %% ../nbs/02_data.ipynb #f17b01aa
 def cache_dir()->Path:
@@ -76,7 +76,7 @@ class TensorDS:
     def __len__(self): return len(self.ts[0])
     def __getitem__(self, i): return tuple(t[i] for t in self.ts)
 
-class _BatchDL(DataLoader):
+class BatchDL(DataLoader):
     "fastai DataLoader that gathers a whole batch of indices at once"
     def create_batches(self, samps):
         idxs = list(samps)
@@ -103,8 +103,8 @@ def get_dls(dataset:str='mnist1d', # one of `DATASETS`
     xtr,ytr,xva,yva = DATASETS[dataset](**kwargs)
     if n_train is not None: xtr,ytr = xtr[:n_train],ytr[:n_train]
     device = default_device() if device is None else device
-    trn = _BatchDL(TensorDS(xtr, ytr), bs=bs, shuffle=True, drop_last=False, device=device)
-    val = _BatchDL(TensorDS(xva, yva), bs=2*bs, shuffle=False, device=device)
+    trn = BatchDL(TensorDS(xtr, ytr), bs=bs, shuffle=True, drop_last=False, device=device)
+    val = BatchDL(TensorDS(xva, yva), bs=2*bs, shuffle=False, device=device)
     dls = DataLoaders(trn, val, device=device)
     dls.c,dls.dataset_name = N_CLASSES[dataset],dataset
     return dls
