@@ -9,15 +9,19 @@ import ast, json, sys, uuid
 def split_cell(cell):
     src = ''.join(cell['source'])
     lines = src.splitlines()
-    if any(l.startswith('#|') for l in lines): return [cell]   # directives: exported/hidden cells are left alone
+    dirs = [l for l in lines if l.startswith('#|')]
+    if any(w in d for d in dirs for w in ('export', 'default_exp')): return [cell]   # exported cells run anyway
+    if 'nbdev_export()' in src: return [cell]   # nbdev skips this cell
     try: tree = ast.parse(src)
     except SyntaxError: return [cell]
     imps = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     if not imps or len(imps) == len(tree.body): return [cell]
     keep = set()
     for n in imps: keep.update(range(n.lineno - 1, n.end_lineno))
-    imp_src = '\n'.join(lines[i] for i in sorted(keep))
-    rest = '\n'.join(l for i,l in enumerate(lines) if i not in keep).strip('\n')
+    keep -= {i for i,l in enumerate(lines) if l.startswith('#|')}
+    head = '\n'.join(dirs) + '\n' if dirs else ''   # both halves keep the directives (e.g. `#| slow`)
+    imp_src = head + '\n'.join(lines[i] for i in sorted(keep))
+    rest = head + '\n'.join(l for i,l in enumerate(lines) if i not in keep and not l.startswith('#|')).strip('\n')
     mk = lambda s: {**cell, 'id': uuid.uuid4().hex[:8], 'source': s.splitlines(keepends=True), 'outputs': []}
     return [mk(imp_src), {**cell, 'source': rest.splitlines(keepends=True)}]
 

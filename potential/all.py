@@ -12,5 +12,7 @@ from .data import *
 from .baselines import *
 from .workload import *
 from .bench import *
-from . import core, metrics, data, baselines, workload, bench as _bench
-__all__ = [n for m in (core, metrics, data, baselines, workload, _bench) for n in m.__all__]  # nbdev leaves it empty
+from .curves.core import *
+from .curves.lstm import *
+import importlib as _il
+__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.curves.core', 'potential.curves.lstm'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty
