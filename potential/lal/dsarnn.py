@@ -190,7 +190,7 @@ def dsarnn_learner(dls:DataLoaders, n_hidden:int=512, # data and LSTM size
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #50585388
 EXPERIMENT = dict(
-    data=dict(n_frames=30, toa=27, n_obj=5, n_feat=16, n_types=2, difficulty=0.5, noise=0.3, base=0.3,
+    data=dict(n_frames=30, toa=27, n_obj=5, n_feat=16, n_types=1, difficulty=0.6, noise=0.2, base=0.3,
               random_sign=False),
     n_train=(40, 60), n_valid=(40, 40),   # (accident, accident-free) clips
     bs=16, lr=1e-2, n_emb=16, init_std=None, span=(3, 27), w=5,
