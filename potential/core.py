@@ -115,7 +115,7 @@ class CurveRecorder(Callback):
     def before_fit(self):
         self.curves = {k: [] for k in CURVE_KEYS}
         self._in_fit = True
-    def before_epoch(self): self._sums = dict(tl=0., tn=0, vl=0., vc=0, vn=0)
+    def before_epoch(self): self._sums = dict(tl=0., tn=0, vl=0., vc=0, vn=0, an=0)
     def after_batch(self):
         if not getattr(self, '_in_fit', False) or len(self.yb) == 0: return
         bs = find_bs(self.yb)
@@ -125,13 +125,15 @@ class CurveRecorder(Callback):
         else:
             s['vl'] += loss*bs; s['vn'] += bs
             p = self.pred[0] if is_listy(self.pred) else self.pred
-            if p.ndim >= 2: s['vc'] += int((p.argmax(-1) == self.yb[0]).sum())
+            y = self.yb[0]
+            if p.ndim >= 2 and p.shape[:-1] == y.shape and not y.is_floating_point():   # class scores per target; other outputs get no accuracy
+                s['vc'] += int((p.argmax(-1) == y).sum()); s['an'] += y.numel()
     def after_validate(self):
         if not getattr(self, '_in_fit', False): return
         s = self._sums
         self.curves['train_loss'].append(s['tl']/s['tn'] if s['tn'] else float('nan'))
         self.curves['valid_loss'].append(s['vl']/s['vn'] if s['vn'] else float('nan'))
-        self.curves['valid_acc'].append(s['vc']/s['vn'] if s['vn'] else float('nan'))
+        self.curves['valid_acc'].append(s['vc']/s['an'] if s['an'] else float('nan'))
     def after_fit(self): self._in_fit = False
     def as_run(self, **kwargs)->Run:
         "The run so far"
