@@ -14,12 +14,12 @@ from ..core import Run, CurveRecorder
 from ..data import get_dls, cache_dir, preserve_rng
 
 # %% auto #0
-__all__ = ['ACTS', 'sample_config', 'ResBlock1d', 'build_net', 'train_config', 'train_population']
+__all__ = ['ACTS', 'sample_attr_config', 'ResBlock1d', 'build_net', 'train_config', 'train_population']
 
 # %% ../../nbs/52_attributes.population.ipynb #c22529a4
 ACTS = {'relu': nn.ReLU, 'tanh': nn.Tanh, 'sigmoid': nn.Sigmoid}
 
-def sample_config(rng:np.random.Generator # the random generator to draw from
+def sample_attr_config(rng:np.random.Generator # the random generator to draw from
                  )->dict:
     "One random architecture and training configuration"
     fam = str(rng.choice(['mlp', 'cnn', 'rescnn'], p=[.25, .45, .30]))
@@ -44,7 +44,7 @@ class ResBlock1d(nn.Module):
         self.a1,self.a2 = ACTS[act](),ACTS[act]()
     def forward(self, x): return self.a2(x + self.c2(self.a1(self.n1(self.c1(x)))))
 
-def build_net(config:dict, # from `sample_config`
+def build_net(config:dict, # from `sample_attr_config`
               input_shape=(1, 40), # one input without the batch dimension
               n_classes:int=10):
     "The torch model described by `config`"
@@ -71,7 +71,7 @@ def build_net(config:dict, # from `sample_config`
     return nn.Sequential(*layers)
 
 # %% ../../nbs/52_attributes.population.ipynb #43821bfd
-def train_config(config:dict, # from `sample_config`
+def train_config(config:dict, # from `sample_attr_config`
                  epochs:int=6, # training epochs
                  dls=None, # fastai DataLoaders (defaults to MNIST-1D, batch size 128, CPU)
                  seed:int=0):
@@ -116,7 +116,7 @@ def train_population(n:int, # number of networks
     path = Path(path) if path is not None else cache_dir()/'attr_population'
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    cfgs = [sample_config(rng) for _ in range(n)]
+    cfgs = [sample_attr_config(rng) for _ in range(n)]
     dls,runs = None,[]
     for i in (progress_bar(range(n)) if progress else range(n)):
         f = path/f'run_{i:05d}.json'

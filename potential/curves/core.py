@@ -16,7 +16,7 @@ from fastprogress import progress_bar
 from ..core import *
 
 # %% auto #0
-__all__ = ['FAMILIES', 'DEEPOBS_FILE', 'Forecast', 'check_curve', 'check_horizon', 'fill_nonfinite', 'Forecaster',
+__all__ = ['CURVE_FAMILIES', 'DEEPOBS_FILE', 'Forecast', 'check_curve', 'check_horizon', 'fill_nonfinite', 'Forecaster',
            'check_library', 'LastSeenForecaster', 'PolyForecaster', 'fit_family', 'ParametricForecaster',
            'deepobs_path', 'deepobs_curves', 'prefix_len', 'forecast_errors', 'compare_forecasters', 'forecast_final',
            'CurveEstimator']
@@ -213,9 +213,9 @@ def _fam_specs(x, y):
         'exp4': (exp4, [c0, 0.5, 0.5, np.log(max(c0 - y0, 1e-6))], ([cl, 0., 0., -10.], [ch, 10., 5., 10.])),
     }
 
-FAMILIES = ('pow3', 'pow4', 'log_power', 'weibull', 'mmf', 'janoschek', 'ilog2', 'hill3', 'vap', 'loglog_linear', 'exp4')
+CURVE_FAMILIES = ('pow3', 'pow4', 'log_power', 'weibull', 'mmf', 'janoschek', 'ilog2', 'hill3', 'vap', 'loglog_linear', 'exp4')
 
-def fit_family(name:str, # one of `FAMILIES`
+def fit_family(name:str, # one of `CURVE_FAMILIES`
                y:np.ndarray, # the prefix (rising curve), epoch 1 first
                maxfev:int=400 # optimiser budget
               )->tuple:
@@ -236,14 +236,14 @@ def fit_family(name:str, # one of `FAMILIES`
 class ParametricForecaster(Forecaster):
     "Domhan et al.'s 11 parametric families, each fitted under bounds and combined by Akaike weights, with a spread"
     min_points = 3
-    def __init__(self, families:tuple=FAMILIES, # which families to combine
+    def __init__(self, families:tuple=CURVE_FAMILIES, # which families to combine
                  temperature:float=1., # AIC weights are exp(-ΔAIC/(2·temperature))
                  level:float=0.9, # coverage of the interval (normal approximation)
                  maxfev:int=400, # optimiser budget per family
                  **kwargs): # `higher_is_better`, `clip`
         super().__init__(**kwargs)
-        unknown = set(families) - set(FAMILIES)
-        if unknown or not families: raise ValueError(f"`families` must be a non-empty subset of {FAMILIES}, got {families}")
+        unknown = set(families) - set(CURVE_FAMILIES)
+        if unknown or not families: raise ValueError(f"`families` must be a non-empty subset of {CURVE_FAMILIES}, got {families}")
         if temperature <= 0: raise ValueError(f"`temperature` must be positive, got {temperature}")
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
         self.families,self.temperature,self.level,self.maxfev = tuple(families),temperature,level,maxfev
