@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from fastai.basics import *
 from fastai.callback.progress import *
 from fastai.callback.schedule import *
-from ..data import TensorDS, _BatchDL
+from ..data import TensorDS, BatchDL
 from .codes import *
 
 # %% auto #0
@@ -104,8 +104,8 @@ class Peephole:
             return TensorDS(codes[i], lens[i], torch.as_tensor(e + 1), torch.as_tensor(curves[i, e]))
         trn = ds(nets[n_val:])
         val = ds(nets[:n_val] if n_val else nets[:min(len(nets), 8)])
-        dls = DataLoaders(_BatchDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, device='cpu'),
-                          _BatchDL(val, bs=256, device='cpu'), device='cpu')
+        dls = DataLoaders(BatchDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, device='cpu'),
+                          BatchDL(val, bs=256, device='cpu'), device='cpu')
         self.learn = Learner(dls, self.net, loss_func=MSELossFlat(), wd=wd)
         with self.learn.no_bar(), (self.learn.no_logging() if not n_val else contextlib.nullcontext()):
             self.learn.fit_one_cycle(epochs, lr)
