@@ -4,14 +4,14 @@ import numpy as np, pytest, torch
 from torch import nn
 from potential.core import Run
 from potential.peephole.codes import layer_codes, ratio_code, CH_MAX
-from potential.peephole.generate import sample_arch, build_model
+from potential.peephole.generate import sample_arch, build_from_codes
 from potential.peephole.eval import PeepholeEstimator
 from potential.peephole.model import Peephole
 
 def test_round_trip_and_forward():
     for s in range(5):
         c = sample_arch(np.random.default_rng(s))
-        m = build_model(c)
+        m = build_from_codes(c)
         assert torch.equal(layer_codes(m, 1), c)
         assert m(torch.randn(2, 1, 40)).shape == (2, 10)
 
@@ -26,5 +26,5 @@ def test_estimator_nan_for_mlp():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         assert math.isnan(est(Run(model=nn.Sequential(nn.Flatten(), nn.Linear(40, 10)), n_epochs=3)))
-    assert 0 < est(Run(model=build_model(codes[0]), n_epochs=3)) < 1
+    assert 0 < est(Run(model=build_from_codes(codes[0]), n_epochs=3)) < 1
     with pytest.raises(ValueError, match='1..2'): est.predictor.predict(codes[:1], epoch=3)

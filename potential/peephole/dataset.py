@@ -29,13 +29,13 @@ def train_codes(codes, # int (L, 4) layer codes
                 dls:DataLoaders, # data (MNIST-1D: 1-D input)
                 epochs:int=SCHEDULE['epochs'], # length of the schedule
                 lr:float=SCHEDULE['lr'], # peak learning rate of the one-cycle schedule
-                width:int=SCHEDULE['widths'][0], # stem width passed to `build_model`
+                width:int=SCHEDULE['widths'][0], # stem width passed to `build_from_codes`
                 dim:int=SCHEDULE['dim'], # 1 or 2
                 seed:int=0, # torch seed for the initialisation and batch order
                )->dict: # per-epoch curves plus wall and CPU seconds
     "Build the network of `codes`, train it with fastai and return its curves"
     torch.manual_seed(seed)
-    m = build_model(codes, in_channels=1, n_classes=dls.c, dim=dim, width=width)
+    m = build_from_codes(codes, in_channels=1, n_classes=dls.c, dim=dim, width=width)
     cr = CurveRecorder()
     learn = Learner(dls, m, loss_func=CrossEntropyLossFlat(), cbs=[cr])
     t, c = time.time(), time.process_time()

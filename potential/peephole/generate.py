@@ -11,7 +11,7 @@ from .codes import *
 
 # %% auto #0
 __all__ = ['CHAIN_STATES', 'TRANSITIONS', 'P_BN', 'CONV_KERNELS', 'POOL_KERNELS', 'CONV_RATIOS', 'BLOCK_RATIO_RANGE',
-           'sample_block', 'sample_arch', 'GlobalPool', 'build_model']
+           'sample_block', 'sample_arch', 'GlobalPool', 'build_from_codes']
 
 # %% ../../nbs/41_peephole.generate.ipynb #4ca7c63f
 CHAIN_STATES = ('conv', 'maxpool', 'avgpool', 'relu', 'sigmoid', 'tanh')
@@ -95,7 +95,7 @@ class GlobalPool(nn.Sequential):
     def __init__(self, ch, n_classes, dim):
         super().__init__((nn.AdaptiveAvgPool1d if dim == 1 else nn.AdaptiveAvgPool2d)(1), nn.Flatten(), nn.Linear(ch, n_classes))
 
-def build_model(codes, # int (L, 4) layer codes, e.g. from `sample_arch` or `layer_codes`
+def build_from_codes(codes, # int (L, 4) layer codes, e.g. from `sample_arch` or `layer_codes`
                 in_channels:int=1, # channels of the input
                 n_classes:int=10, # outputs of the final linear layer
                 dim:int=1, # 1: Conv1d/pools 1-D (KH must be 1); 2: Conv2d/pools 2-D
