@@ -256,7 +256,8 @@ class ArchitectureEstimator(Estimator):
         key = json.dumps(run.config, sort_keys=True, default=str) if run.config else id(run)
         if key not in self._cache:
             shape = self.input_shape or run_input_shape(run)
-            self._cache[key] = np.array([arch_attributes(run.build_model(), shape)[a] for a in ATTRIBUTES])
+            att = arch_attributes(run.build_model(), shape)   # one extraction per model
+            self._cache[key] = np.array([att[a] for a in ATTRIBUTES])
         return self._cache[key]
 
     def fit(self, runs:list[Run]):
