@@ -60,7 +60,13 @@ def score_registered(reg:Registered, runs:list[Run], budgets=BUDGETS, target:str
     "Metrics of one estimator at each budget, as rows of the bench table"
     final = [r.final(target) for r in runs]
     proto = reg.make()
-    try: est = estimate_matrix(reg, runs, budgets, **kwargs)
+    try:
+        with warnings.catch_warnings(record=True) as caught:   # one summary per estimator, not one line per run
+            warnings.simplefilter('always')
+            est = estimate_matrix(reg, runs, budgets, **kwargs)
+        if caught:
+            msgs = list(dict.fromkeys(str(w.message) for w in caught))
+            warnings.warn(f"estimator {reg.name!r}: {len(caught)} warning(s), {len(msgs)} distinct, e.g.: {msgs[0]}")
     except Exception as e:
         warnings.warn(f"estimator {reg.name!r} failed: {type(e).__name__}: {e}")
         est = pd.DataFrame(np.nan, index=[r.name for r in runs], columns=[0.] if proto.min_epochs == 0 else list(budgets))
