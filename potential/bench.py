@@ -99,10 +99,10 @@ def format_table(tab:pd.DataFrame)->pd.DataFrame:
 def plot_bench(tab:pd.DataFrame, ax=None):
     "Kendall τ against budget, one line per estimator"
     import matplotlib.pyplot as plt, seaborn as sns
-    if ax is None: _,ax = plt.subplots(figsize=(6, 3.5))
+    if ax is None: _,ax = plt.subplots(figsize=(7, 3.5))
     sns.lineplot(data=tab, x='budget', y='tau', hue='estimator', style='kind', markers=True, ax=ax)
     ax.set(xlabel='fraction of training seen', ylabel='Kendall τ vs final valid acc')
-    ax.legend(fontsize=7, loc='lower right')
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc='upper left')   # outside: lines stay visible
     return ax
 
 # %% ../nbs/05_bench.ipynb #d388a5b0
