@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.basics import *
-from fastai.learner import Recorder, Metric
+from functools import partial
+from fastai.learner import Recorder, ValueMetric
 
 # %% auto #0
 __all__ = ['CURVE_KEYS', 'ESTIMATORS', 'Run', 'Estimator', 'FromColumn', 'CurveRecorder', 'ColumnCallback', 'EstimatorCallback',
@@ -45,7 +46,8 @@ class Run:
     def __getitem__(self, k): return self.curves[k]
     def __contains__(self, k): return k in self.curves
     def __repr__(self):
-        return f"Run({self.name or ''} epochs_seen={self.epochs_seen}/{self.n_epochs}, curves={list(self.curves)})"
+        name = f"{self.name} " if self.name else ''
+        return f"Run({name}epochs_seen={self.epochs_seen}/{self.n_epochs}, curves={list(self.curves)})"
 
 # %% ../nbs/00_core.ipynb #9cfc9744
 @patch
@@ -76,9 +78,8 @@ def build_model(self:Run)->torch.nn.Module:
 
 # %% ../nbs/00_core.ipynb #084ea902
 class Estimator:
-    "Base class: estimate the final value of `target` (valid accuracy) from a `Run`"
+    "Base class: estimate a run's final validation accuracy from a `Run`"
     name:str|None = None  # column name in tables and the recorder; defaults to the snake-cased class name
-    target:str = 'valid_acc'  # the curve whose final value is estimated
     predicts_accuracy:bool = True  # False: a rank-only score (only its order is meaningful)
     min_epochs:int = 1  # epochs needed before an estimate exists; 0 means before training
     cv_fit:bool = False  # True: `fit` learns from other runs, so the bench cross-fits it
@@ -86,6 +87,8 @@ class Estimator:
     def fit(self, runs:list[Run]): 
         "Learn from finished `runs` (no-op for estimators that learn nothing)"
         return self
+    def check_ready(self):
+        "Raise a clear error if this estimator cannot estimate yet (a learned model neither fitted nor shipped)"
     def estimate(self, run:Run)->float: raise NotImplementedError
     def __call__(self, run:Run)->float:
         "The estimate for `run`, or NaN if it has fewer than `min_epochs` epochs"
@@ -100,13 +103,25 @@ class Estimator:
 class FromColumn(Estimator):
     "Read an estimate that a callback recorded in column `column` of the run's curves"
     def __init__(self, column:str, # curve written during training
+                 producer:Callable|None=None, # makes the callback that writes `column` (what `callback()` returns)
                  predicts_accuracy:bool=True, # whether the column is an accuracy estimate
                  min_epochs:int=1):
-        self.name,self.column,self.predicts_accuracy,self.min_epochs = column,column,predicts_accuracy,min_epochs
+        self.name,self.column,self.producer = column,column,producer
+        self.predicts_accuracy,self.min_epochs = predicts_accuracy,min_epochs
     def estimate(self, run):
         if self.column not in run: 
             raise KeyError(f"run has no column {self.column!r}; was its callback attached? Columns: {list(run.curves)}")
         return run[self.column][-1]
+    def callback(self, every:int=1):
+        "The callback that writes `column` during training"
+        if self.producer is None: 
+            raise TypeError(f"FromColumn({self.column!r}) has no `producer`: pass the callback that writes the column")
+        cb = self.producer()
+        if self.column not in getattr(cb, 'columns', ()): 
+            raise ValueError(f"`producer` makes {type(cb).__name__}, which writes {list(getattr(cb, 'columns', []))}, "
+                             f"not {self.column!r}")
+        if every != 1: cb.every = int(every)
+        return cb
 
 # %% ../nbs/00_core.ipynb #4e7e8dca
 class CurveRecorder(Callback):
@@ -118,7 +133,7 @@ class CurveRecorder(Callback):
     def before_epoch(self): self._sums = dict(tl=0., tn=0, vl=0., vc=0, vn=0, an=0)
     def after_batch(self):
         if not getattr(self, '_in_fit', False) or len(self.yb) == 0: return
-        bs = find_bs(self.yb)
+        bs = find_bs(self.yb)   # losses are batch means: weight each by its batch size
         loss = float(self.learn.loss.detach())
         s = self._sums
         if self.training: s['tl'] += loss*bs; s['tn'] += bs
@@ -136,21 +151,16 @@ class CurveRecorder(Callback):
         self.curves['valid_acc'].append(s['vc']/s['an'] if s['an'] else float('nan'))
     def after_fit(self): self._in_fit = False
     def as_run(self, **kwargs)->Run:
-        "The run so far"
-        return Run(self.curves, n_epochs=max(getattr(self.learn, 'n_epoch', 0), len(self.curves['valid_acc'])),
-                   model=self.learn.model, **kwargs)
+        "The run so far, with the columns of the learner's `ColumnCallback`s"
+        curves = {k: list(v) for k,v in self.curves.items()}
+        n = len(curves['valid_acc'])
+        for cb in self.learn.cbs:
+            for c in getattr(cb, 'columns', []) if isinstance(cb, ColumnCallback) else []:
+                vals = [h[c] for h in cb.history][:n]
+                curves.setdefault(c, vals + [float('nan')]*(n - len(vals)))
+        return Run(curves, n_epochs=max(getattr(self.learn, 'n_epoch', 0), n), model=self.learn.model, **kwargs)
 
 # %% ../nbs/00_core.ipynb #063545cc
-class _Column(Metric):
-    "A recorder column that reports a value computed by a `ColumnCallback`"
-    def __init__(self, cb, name): self.cb,self._name = cb,name
-    def reset(self): pass
-    def accumulate(self, learn): pass
-    @property
-    def value(self): return self.cb._current.get(self._name, float('nan'))
-    @property
-    def name(self): return self._name
-
 class ColumnCallback(Callback):
     "Base for callbacks that add estimate columns to the recorder's table and keep a per-epoch `history`"
     order = Recorder.order - 1
@@ -167,8 +177,10 @@ class ColumnCallback(Callback):
             self.learn.add_cb(cr)
             cr.before_fit()  # added during `before_fit`, so the event loop would not reach it this time
         self.history,self._current,self._in_fit = [],{},True
-        self._cols = [_Column(self, c) for c in self.columns]
+        self._cols = [ValueMetric(partial(self._value, c), c) for c in self.columns]   # fastai's own pre-computed column
         self.learn.metrics = L(self.learn.metrics) + self._cols
+
+    def _value(self, c): return self._current.get(c, float('nan'))
 
     def after_validate(self):
         if not getattr(self, '_in_fit', False): return
@@ -200,6 +212,9 @@ class EstimatorCallback(ColumnCallback):
         if not isinstance(estimator, Estimator): 
             raise TypeError(f"`estimator` must be an `Estimator`, got {type(estimator).__name__}")
         self.estimator,self.columns,self._name = estimator,[estimator.col],estimator.col
+    def before_fit(self):
+        self.estimator.check_ready()   # a learned estimator with nothing to predict from refuses before training
+        super().before_fit()
     def compute(self): return {self.estimator.col: self.estimator(self.learn.curve_recorder.as_run())}
 
 @patch

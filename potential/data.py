@@ -4,17 +4,17 @@
 
 # %% ../nbs/02_data.ipynb #9b94c0cb
 from __future__ import annotations
-import os, random, contextlib
+import os, random, contextlib, shutil
 from pathlib import Path
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.torch_core import default_device
+from fastai.torch_core import default_device, get_random_states, set_random_states
 
 # %% auto #0
-__all__ = ['DATASETS', 'N_CLASSES', 'INPUT_SHAPES', 'cache_dir', 'preserve_rng', 'mnist1d_arrays', 'digits_arrays', 'TensorDS',
-           'BatchDL', 'check_dataset', 'get_dls']
+__all__ = ['DATASETS', 'N_CLASSES', 'INPUT_SHAPES', 'cache_dir', 'preserve_rng', 'torch_threads', 'mnist1d_arrays',
+           'digits_arrays', 'TensorDS', 'BatchDL', 'check_dataset', 'get_dls', 'asset_path', 'promote_asset']
 
 # %% ../nbs/02_data.ipynb #f17b01aa
 def cache_dir()->Path:
@@ -25,10 +25,18 @@ def cache_dir()->Path:
 
 @contextlib.contextmanager
 def preserve_rng():
-    "Restore Python's, NumPy's and torch's global random states on exit"
-    py,npy,th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    "Restore Python's, NumPy's and torch's global random states on exit (fastai's `no_random` without the seeding)"
+    states = get_random_states()
     try: yield
-    finally: random.setstate(py); np.random.set_state(npy); torch.set_rng_state(th)
+    finally: set_random_states(**states)
+
+@contextlib.contextmanager
+def torch_threads(n:int|None):
+    "Run the block with `n` torch CPU threads and restore the previous count on exit (None: unchanged)"
+    old = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(int(n))
+    try: yield
+    finally: torch.set_num_threads(old)
 
 # %% ../nbs/02_data.ipynb #06082244
 def _standardise(xtr, xva):
@@ -108,3 +116,29 @@ def get_dls(dataset:str='mnist1d', # one of `DATASETS`
     dls = DataLoaders(trn, val, device=device)
     dls.c,dls.dataset_name = N_CLASSES[dataset],dataset
     return dls
+
+# %% ../nbs/02_data.ipynb #71bd5fc7
+def asset_path(name:str, # file name inside the package's `assets` folder
+               assets:str|Path|None=None)->Path: # the assets folder (default: the package's)
+    "Path of the shipped asset `name` (it may not exist yet)"
+    folder = Path(assets) if assets is not None else _package_assets()
+    return folder/name
+
+def _package_assets()->Path:
+    import potential
+    return Path(potential.__file__).resolve().parent/'assets'
+
+def promote_asset(src:str|Path, # a file produced in the cache (e.g. by a slow notebook cell)
+                  name:str, # its name inside the package's `assets` folder
+                  overwrite:bool=False, # replace an existing asset
+                  assets:str|Path|None=None)->Path: # the assets folder (default: the package's)
+    "Copy `src` into the shipped assets: the explicit step that changes what the package ships"
+    src = Path(src)
+    if not src.is_file(): raise FileNotFoundError(f"`src` {src} is not a file")
+    dst = asset_path(name, assets)
+    if dst.exists() and not overwrite: 
+        raise FileExistsError(f"asset {name!r} exists; pass `overwrite=True` to replace the shipped file")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + f'.{os.getpid()}.tmp')
+    shutil.copyfile(src, tmp); tmp.replace(dst)
+    return dst
