@@ -22,7 +22,7 @@ from .core import *
 from .data import get_dls, check_dataset, cache_dir, torch_threads, asset_path, N_CLASSES, INPUT_SHAPES
 
 # %% auto #0
-__all__ = ['SPACES', 'FAMILIES', 'ACTIVATIONS', 'WORKLOAD_VERSION', 'RUN_FORMAT', 'POPULATION_FORMAT', 'POPULATIONS',
+__all__ = ['SPACES', 'WORKLOAD_FAMILIES', 'ACTIVATIONS', 'WORKLOAD_VERSION', 'RUN_FORMAT', 'POPULATION_FORMAT', 'POPULATIONS',
            'RECORDED_POPULATION', 'DesignSpace', 'register_space', 'get_space', 'build_model', 'sample_config',
            'ResBlock', 'build_workload', 'callback_spec', 'run_key', 'run_to_dict', 'run_from_dict', 'save_run',
            'load_run', 'guard_callback', 'classification_learner', 'train_run', 'sample_configs', 'train_population',
@@ -62,14 +62,14 @@ def build_model(config:dict)->nn.Module:
     return get_space(config).build(config)
 
 # %% ../nbs/04_workload.ipynb #a9c98a8f
-FAMILIES = ('mlp', 'cnn', 'resnet')
+WORKLOAD_FAMILIES = ('mlp', 'cnn', 'resnet')
 ACTIVATIONS = {'relu': nn.ReLU, 'tanh': nn.Tanh, 'sigmoid': nn.Sigmoid}
 
 def sample_config(rng:np.random.Generator, # source of randomness
                   dataset:str='mnist1d')->dict:
     "Draw one configuration (architecture and optimisation) of the `workload` space for `dataset`"
     check_dataset(dataset)
-    fam = str(rng.choice(FAMILIES))
+    fam = str(rng.choice(WORKLOAD_FAMILIES))
     opt = str(rng.choice(['adam', 'sgd']))
     lo,hi = (1e-4, 3e-2) if opt == 'adam' else (1e-3, 1.)
     return dict(
@@ -98,7 +98,7 @@ def _check_config(c):
     need = 'dataset family depth width kernel pool act bn'.split()
     missing = [k for k in need if k not in c]
     if missing: raise ValueError(f"`config` is missing {missing}")
-    if c['family'] not in FAMILIES: raise ValueError(f"`config['family']` must be one of {FAMILIES}, got {c['family']!r}")
+    if c['family'] not in WORKLOAD_FAMILIES: raise ValueError(f"`config['family']` must be one of {WORKLOAD_FAMILIES}, got {c['family']!r}")
     if c['act'] not in ACTIVATIONS: raise ValueError(f"`config['act']` must be one of {list(ACTIVATIONS)}, got {c['act']!r}")
     if c['pool'] not in ('max', 'avg', 'none'): raise ValueError(f"`config['pool']` must be max, avg or none, got {c['pool']!r}")
     if int(c['depth']) < 1 or int(c['width']) < 1: raise ValueError("`config['depth']` and `config['width']` must be >= 1")
