@@ -100,3 +100,27 @@ def test_fitted_callback_estimates():
     learn,cb = _learner(),est.callback()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[cb])
     assert cb.df['arch_attributes'].tolist() == pytest.approx([est(runs[1].upto(0))])   # depth 2, as the learner's model
+
+def test_attributes_space_uses_the_one_stack():
+    import potential.attributes.population as pop
+    from potential.workload import SPACES, ResBlock, build_model, sample_configs
+    assert SPACES['attributes'].build is pop.build_net and SPACES['attributes'].sample is pop.sample_attr_config
+    cfgs = sample_configs(40, seed=0, space='attributes')
+    assert {(c['space'], c['dataset'], c['sched'], c['bs']) for c in cfgs} == {('attributes', 'mnist1d', 'const', 128)}
+    res = [c for c in cfgs if c['family'] == 'rescnn'][0]
+    assert any(isinstance(m, ResBlock) for m in build_model(res).modules())
+    for dup in ('ACTS', 'ResBlock1d', 'train_config'): assert not hasattr(pop, dup), dup   # the stack's own are used
+    import potential.workload as wl
+    assert pop.train_population is wl.train_population and pop.ResBlock is wl.ResBlock and pop.ACTIVATIONS is wl.ACTIVATIONS
+    assert pop.__all__ == ['sample_attr_config', 'build_net', 'attr_population']
+
+def test_population_cache_key_holds_n_train(tmp_path, monkeypatch):
+    from potential.attributes.population import attr_population
+    from potential.workload import load_run, save_run
+    monkeypatch.setenv('POTENTIAL_CACHE', str(tmp_path))
+    small = attr_population(1, n_epochs=1, n_train=128, seed=2, progress=False)[0]
+    f = tmp_path/'runs'/f"{small.meta['key']}.json"
+    marked = load_run(f); marked.meta['marker'] = 1; save_run(marked, f)
+    assert attr_population(1, n_epochs=1, n_train=128, seed=2, progress=False)[0].meta.get('marker') == 1   # reused
+    full = attr_population(1, n_epochs=1, seed=2, progress=False)[0]      # asked for the full training set
+    assert full.meta.get('marker') is None and full.meta['n_train'] is None and full.config == small.config

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_attributes.extract.ipynb #6b3c32ea
 from __future__ import annotations
-import contextlib, io, math, operator, sys, time
+import contextlib, io, math, operator, sys, timeit
 from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
@@ -335,8 +335,8 @@ def attributes_frame(models, # modules, functions returning one, or `Run`s (list
     for k,m in (progress_bar(items) if progress and len(items) > 1 else items):
         if isinstance(m, Run): k,m = (m.name if m.name is not None else k),m.build_model()
         elif not isinstance(m, nn.Module) and callable(m): m = m()
-        t0 = time.perf_counter()
+        t0 = timeit.default_timer()
         row = arch_attributes(m, input_shape, empty=empty)
-        if timing: row['seconds'] = time.perf_counter() - t0
+        if timing: row['seconds'] = timeit.default_timer() - t0
         rows.append(row); idx.append(k)
     return pd.DataFrame(rows, index=idx, columns=ATTR_NAMES + (['seconds'] if timing else []))
