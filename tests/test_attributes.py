@@ -118,9 +118,18 @@ def test_population_cache_key_holds_n_train(tmp_path, monkeypatch):
     from potential.attributes.population import attr_population
     from potential.workload import load_run, save_run
     monkeypatch.setenv('POTENTIAL_CACHE', str(tmp_path))
+    threads,rng = torch.get_num_threads(),torch.random.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
     small = attr_population(1, n_epochs=1, n_train=128, seed=2, progress=False)[0]
+    assert torch.get_num_threads() == threads                                   # no hidden global state
+    assert torch.equal(torch.random.get_rng_state(), rng) and (np.random.get_state()[1] == np_state).all()
     f = tmp_path/'runs'/f"{small.meta['key']}.json"
     marked = load_run(f); marked.meta['marker'] = 1; save_run(marked, f)
     assert attr_population(1, n_epochs=1, n_train=128, seed=2, progress=False)[0].meta.get('marker') == 1   # reused
     full = attr_population(1, n_epochs=1, seed=2, progress=False)[0]      # asked for the full training set
     assert full.meta.get('marker') is None and full.meta['n_train'] is None and full.config == small.config
+
+def test_no_generic_constants():
+    import potential.attributes.extract as ex, potential.attributes.models as mo, potential.attributes.population as po
+    consts = [n for m in (ex, mo, po) for n in m.__all__ if n.isupper()]
+    assert consts and all(n.startswith('ATTR_') for n in consts), consts   # family-prefixed: ATTR_NAMES, ATTR_THRESHOLD

@@ -123,7 +123,7 @@ class HealthClassifier(ClassifierMixin, BaseEstimator):
                                              min_samples_split=self.min_samples_split, random_state=self.random_state)
         self.forest_.fit(X[self.columns_].to_numpy()[idx], y[idx])
         self.classes_ = self.forest_.classes_
-        self.class_counts_ = {'broken': int((y == 0).sum()), 'healthy': int((y == 1).sum()), 'used': len(idx)}
+        self.class_counts_ = {'n_broken': int((y == 0).sum()), 'n_healthy': int((y == 1).sum()), 'n_used': len(idx)}
         return self
 
     def predict_proba(self, X)->np.ndarray:
