@@ -17,11 +17,11 @@ from ..metrics import pearson_r, kendall_tau
 from .dsarnn import *
 
 # %% auto #0
-__all__ = ['SIZES', 'SEEDS', 'SkipValid', 'lal_run', 'lal_experiment', 'lal_summary']
+__all__ = ['LAL_SIZES', 'LAL_SEEDS', 'SkipValid', 'lal_run', 'lal_experiment', 'lal_summary']
 
 # %% ../../nbs/15_lal_experiment.ipynb #a5fff9aa
-SIZES = (1, 2, 4, 32)   # hidden sizes: too small ... ample
-SEEDS = (0, 1, 2)
+LAL_SIZES = (1, 2, 4, 32)   # hidden sizes: too small ... ample
+LAL_SEEDS = (0, 1, 2)
 
 class SkipValid(Callback):
     "Skip the validation pass on epochs where no column is due (every `every` epochs and the last are kept)"
@@ -38,7 +38,7 @@ def lal_run(dls, n_hidden:int, seed:int, epochs:int=30, every:int=5, setting:dic
     df = learn.lal.df.join(learn.ap.df).dropna(subset=['ap']).reset_index()
     return df.assign(n_hidden=n_hidden, seed=seed)
 
-def lal_experiment(sizes=SIZES, seeds=SEEDS, epochs:int=30, every:int=5, 
+def lal_experiment(sizes=LAL_SIZES, seeds=LAL_SEEDS, epochs:int=30, every:int=5, 
                    folder=None, # run cache (default `cache_dir()/'lal_runs'`)
                    dls=None, setting:dict|None=None)->pd.DataFrame:
     "All runs of the experiment (cached per run), as one long table"
