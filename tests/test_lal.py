@@ -128,3 +128,17 @@ def test_lal_callback_refuses_at_before_fit(model, cb, msg):
     with pytest.raises(Exception, match=re.escape(msg)):
         learn.fit(1)
     assert epochs == []
+
+
+def test_lal_experiment_key_holds_every_argument():
+    "The experiment's runs are keyed by train_run on a config that holds the setting, and on the callbacks' parameters"
+    from potential.workload import run_key
+    from potential.lal.experiment import lal_config, lal_callbacks, LAL_EXPERIMENT_VERSION
+    from potential.lal.dsarnn import LAL_EXPERIMENT as S
+    key = lambda h=4, s=S, every=5, seed=0, epochs=30, **kw: run_key({**lal_config(h, s), **kw}, seed, epochs, None,
+                                                                     lal_callbacks(every, s))
+    keys = [key(), key(s={**S, 'data': {**S['data'], 'noise': .5}}), key(s={**S, 'n_train': (10, 10)}),
+            key(s={**S, 'bs': 8}), key(h=8), key(every=2), key(seed=1), key(epochs=10),
+            key(version=LAL_EXPERIMENT_VERSION + 1)]
+    assert len(set(keys)) == len(keys)
+    assert key() == key(s={**S, 'span': list(S['span'])})   # a setting read back from JSON keeps its key

@@ -24,7 +24,7 @@ from .dad import *
 
 # %% auto #0
 __all__ = ['LAL_EXPERIMENT', 'DSARNN', 'anticipation_loss', 'anticipation_metrics', 'dad_dls', 'APCallback', 'dsarnn_learner',
-           'toy_anticipation_learner', 'experiment_dls', 'experiment_learner', 'lal_cost']
+           'toy_anticipation_learner', 'experiment_dls', 'experiment_model', 'experiment_learner', 'lal_cost']
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #e6951bdf
 class DSARNN(nn.Module):
@@ -217,12 +217,19 @@ LAL_EXPERIMENT = dict(
     bs=16, lr=1e-2, n_emb=16, init_std=None, span=(3, 27), w=5,
 )
 
-def experiment_dls(folder=None, # where to write the data (default: `cache_dir()/'lal_synth'`)
-                   setting:dict|None=None)->DataLoaders: # defaults to `LAL_EXPERIMENT`
+def _data_key(s):
+    "A short stable hash of what the experiment's clips depend on"
+    import hashlib, json
+    blob = json.dumps([s['data'], list(s['n_train']), list(s['n_valid'])], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+def experiment_dls(folder=None, # where to write the data (default: `cache_dir()/'lal_synth'/<hash of the setting's data>`)
+                   setting:dict|None=None, # defaults to `LAL_EXPERIMENT`
+                   n_train:int|None=None)->DataLoaders: # use only the first `n_train` training clips
     "Write (once) the experiment's synthetic train/valid sets in DAD format and return in-memory `DataLoaders`"
     from potential.data import cache_dir
     s = setting or LAL_EXPERIMENT
-    folder = Path(folder or cache_dir()/'lal_synth')
+    folder = Path(folder or cache_dir()/'lal_synth'/_data_key(s))
     out = []
     for name,(npos,nneg),seed in (('training', s['n_train'], 0), ('testing', s['n_valid'], 1)):
         f = folder/name
@@ -230,19 +237,25 @@ def experiment_dls(folder=None, # where to write the data (default: `cache_dir()
         want = repr((npos, nneg, seed, sorted(s['data'].items())))
         if not (key.exists() and key.read_text() == want):
             make_synthetic_dad(f, npos, nneg, seed=seed, **s['data']); key.write_text(want)
-        out.append(load_dad(f))
-    return dad_dls(*out, bs=s['bs'], in_memory=True)
+        out.append(load_dad(f).arrays())
+    if n_train is not None: out[0] = tuple(a[:int(n_train)] for a in out[0])
+    return dad_dls(*out, bs=s['bs'])
+
+def experiment_model(n_hidden:int, setting:dict|None=None)->DSARNN:
+    "The experiment's DSA-RNN with `n_hidden` cells (initialised from the global RNG)"
+    s = setting or LAL_EXPERIMENT
+    return DSARNN(n_feat=s['data']['n_feat'], n_hidden=n_hidden, n_emb=s['n_emb'], init_std=s['init_std'])
 
 def experiment_learner(dls:DataLoaders, n_hidden:int, 
                        seed:int|None=0, # initialises the model (global RNGs restored); None: from the global RNG
-                       every:int=5, lal:bool=True, ap:bool=True, setting:dict|None=None)->Learner:
+                       every:int=5, lal:bool=True, ap:bool=True, setting:dict|None=None,
+                       cbs=())->Learner: # more callbacks
     "A DSA-RNN learner with the experiment's setting (scaled `toa` and LCAL span), LAL and AP columns every `every` epochs"
     s = setting or LAL_EXPERIMENT
     toa = s['data']['toa']
-    with no_random(seed) if seed is not None else nullcontext():
-        model = DSARNN(n_feat=s['data']['n_feat'], n_hidden=n_hidden, n_emb=s['n_emb'], init_std=s['init_std'])
+    with no_random(seed) if seed is not None else nullcontext(): model = experiment_model(n_hidden, s)
     cbs = ([LALCallback(every=every, toa=toa, span=s['span'], w=s['w'])] if lal else []) + \
-          ([APCallback(every=every, toa=toa)] if ap else [])
+          ([APCallback(every=every, toa=toa)] if ap else []) + list(cbs)
     return Learner(dls, model, loss_func=partial(anticipation_loss, toa=toa), opt_func=Adam, lr=s['lr'], cbs=cbs)
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #53087a5d
