@@ -142,3 +142,19 @@ def test_lal_experiment_key_holds_every_argument():
             key(version=LAL_EXPERIMENT_VERSION + 1)]
     assert len(set(keys)) == len(keys)
     assert key() == key(s={**S, 'span': list(S['span'])})   # a setting read back from JSON keeps its key
+
+
+def test_learners_leave_global_state_alone():
+    "Building the DSA-RNN learners seeds their models locally; timing and fitting restore the thread count"
+    from potential.lal.dsarnn import dsarnn_learner, experiment_learner, dad_dls, LAL_EXPERIMENT
+    from potential.lal.gates import bench_peephole
+    learn = toy_anticipation_learner()
+    rng, n_threads = torch.get_rng_state(), torch.get_num_threads()
+    m1 = dsarnn_learner(learn.dls, n_hidden=4, n_emb=8, seed=3).model
+    setting = {**LAL_EXPERIMENT, 'data': {**LAL_EXPERIMENT['data'], 'n_feat': 8}}
+    m2 = experiment_learner(learn.dls, 4, seed=3, setting=setting).model
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(m1.out.weight, dsarnn_learner(learn.dls, n_hidden=4, n_emb=8, seed=3).model.out.weight)
+    assert torch.equal(m2.out.weight, experiment_learner(learn.dls, 4, seed=3, setting=setting).model.out.weight)
+    bench_peephole(B=2, T=5, M=3, hidden=(2,), reps=1)
+    assert torch.get_num_threads() == n_threads

@@ -184,9 +184,9 @@ def dsarnn_learner(dls:DataLoaders, n_hidden:int=512, # data and LSTM size
                    seed:int|None=0, # initialises the model (global RNGs restored); None: from the global RNG
                    **kwargs)->Learner: # `DSARNN` settings (n_feat is read from the data)
     "A fastai `Learner` for a DSA-RNN on `dls`, with LAL and AP columns every `every` epochs"
-    xb,_ = dls.one_batch()
+    n_feat = dls.train.dataset[0][0].shape[-1]             # read from one item: iterating would draw from the RNG
     with no_random(seed) if seed is not None else nullcontext():
-        model = DSARNN(n_feat=xb.shape[-1], n_hidden=n_hidden, **kwargs)
+        model = DSARNN(n_feat=n_feat, n_hidden=n_hidden, **kwargs)
     cbs = ([LALCallback(every=every, n_clips=lal_clips)] if lal else []) + ([APCallback(every=every)] if ap else [])
     return Learner(dls, model, loss_func=anticipation_loss, opt_func=Adam, lr=lr, cbs=cbs)
 
