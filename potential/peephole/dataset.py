@@ -14,23 +14,24 @@ from fastai.callback.progress import *
 from fastai.callback.schedule import *
 from fastprogress import progress_bar
 from ..core import CurveRecorder
-from ..data import get_dls, cache_dir
+from ..data import get_dls, cache_dir, asset_path
 from .codes import *
 from .generate import *
+from .model import _refuse_shipped
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ASSET', 'train_codes', 'default_cache', 'generate_dataset', 'write_asset', 'PeepholeData',
-           'load_peephole_data', 'arch_key', 'split_networks']
+__all__ = ['PEEPHOLE_SCHEDULE', 'PEEPHOLE_DATA_ASSET', 'train_codes', 'default_cache', 'generate_dataset', 'write_asset',
+           'PeepholeData', 'load_peephole_data', 'arch_key', 'split_networks']
 
 # %% ../../nbs/43_peephole.dataset.ipynb #43a48f82
-SCHEDULE = dict(dataset='mnist1d', n_train=1000, bs=64, lr=1e-2, epochs=6, widths=(8, 16, 32), dim=1)  # the fixed schedule
+PEEPHOLE_SCHEDULE = dict(dataset='mnist1d', n_train=1000, bs=64, lr=1e-2, epochs=6, widths=(8, 16, 32), dim=1)  # the fixed schedule
 
 def train_codes(codes, # int (L, 4) layer codes
                 dls:DataLoaders, # data (MNIST-1D: 1-D input)
-                epochs:int=SCHEDULE['epochs'], # length of the schedule
-                lr:float=SCHEDULE['lr'], # peak learning rate of the one-cycle schedule
-                width:int=SCHEDULE['widths'][0], # stem width passed to `build_from_codes`
-                dim:int=SCHEDULE['dim'], # 1 or 2
+                epochs:int=PEEPHOLE_SCHEDULE['epochs'], # length of the schedule
+                lr:float=PEEPHOLE_SCHEDULE['lr'], # peak learning rate of the one-cycle schedule
+                width:int=PEEPHOLE_SCHEDULE['widths'][0], # stem width passed to `build_from_codes`
+                dim:int=PEEPHOLE_SCHEDULE['dim'], # 1 or 2
                 seed:int=0, # torch seed for the initialisation and batch order
                )->dict: # per-epoch curves plus wall and CPU seconds
     "Build the network of `codes`, train it with fastai and return its curves"
@@ -63,7 +64,7 @@ def default_cache()->Path: return cache_dir()/'peephole'/'mnist1d_v1.jsonl'
 def generate_dataset(n:int, # number of networks
                      path:str|Path|None=None, # JSON-lines cache (default: `cache_dir()/peephole/mnist1d_v1.jsonl`)
                      seed:int=0, # data-set seed: network i is sampled from `default_rng([seed, i])`
-                     schedule:dict|None=None, # overrides of `SCHEDULE`
+                     schedule:dict|None=None, # overrides of `PEEPHOLE_SCHEDULE`
                      progress:bool=True, # show a progress bar
                      part:int=0, # this worker's part (networks i with i % n_parts == part)
                      n_parts:int=1, # number of parallel workers (each writes `path.part{part}`)
@@ -71,7 +72,7 @@ def generate_dataset(n:int, # number of networks
     "Sample and train `n` networks, resuming from the records already in `path`"
     if int(n) < 1: raise ValueError(f"`n` must be a positive number of networks, got {n}")
     if not 0 <= part < n_parts: raise ValueError(f"`part` must be in [0, {n_parts}), got {part}")
-    sch = {**SCHEDULE, **(schedule or {})}
+    sch = {**PEEPHOLE_SCHEDULE, **(schedule or {})}
     path = Path(path) if path is not None else default_cache()
     path.parent.mkdir(parents=True, exist_ok=True)
     recs = _read_jsonl(path)
@@ -90,13 +91,13 @@ def generate_dataset(n:int, # number of networks
     return [recs[i] for i in mine]
 
 # %% ../../nbs/43_peephole.dataset.ipynb #74bd80ce
-import potential
-ASSET = Path(potential.__file__).parent/'assets'/'peephole_mnist1d.json.gz'  # the shipped data set
+PEEPHOLE_DATA_ASSET = asset_path('peephole_mnist1d.json.gz')  # the shipped data set
 
 def write_asset(recs:list[dict], # records from `generate_dataset`
-                path:str|Path|None=None): # default: the package's `assets/peephole_mnist1d.json.gz`
-    "Write the data set (codes, curves, timings, schedule) as gzipped JSON"
-    path = Path(path) if path is not None else ASSET
+                path:str|Path|None=None, # default: `cache_dir()/peephole/peephole_mnist1d.json.gz`; never the shipped asset
+               )->Path: # the file written
+    "Write the data set (codes, curves, timings, schedule) as gzipped JSON, to the cache unless told otherwise"
+    path = _refuse_shipped(path if path is not None else cache_dir()/'peephole'/PEEPHOLE_DATA_ASSET.name, 'the Peephole data set')
     keep = ('i', 'seed', 'codes', 'valid_acc', 'train_loss', 'valid_loss', 'secs', 'cpu_secs', 'n_params')
     def rnd(v): return [round(x, 5) for x in v] if isinstance(v, list) and v and isinstance(v[0], float) else v
     d = dict(schedule=recs[0]['schedule'], networks=[{k: rnd(r[k]) for k in keep} for r in recs])
@@ -105,9 +106,10 @@ def write_asset(recs:list[dict], # records from `generate_dataset`
     return path
 
 class PeepholeData:
-    "The sampled networks: `codes` (list of (L, 4) int tensors), `curves` (N, epochs) valid accuracy, `df` per network"
+    "The sampled networks: `codes` (list of (L, 4) int tensors), `curves` (N, n_epochs) valid accuracy, `df` per network"
     def __init__(self, recs:list[dict], schedule:dict):
-        self.schedule, self.recs = schedule, recs
+        self.schedule = {('n_epochs' if k == 'epochs' else k): v for k, v in schedule.items()}  # files before `n_epochs` say `epochs`
+        self.recs = recs
         self.codes = [torch.tensor(r['codes'], dtype=torch.long) for r in recs]
         self.curves = np.array([r['valid_acc'] for r in recs], dtype=float)
         self.train_loss = np.array([r['train_loss'] for r in recs], dtype=float)
@@ -120,7 +122,7 @@ class PeepholeData:
 def load_peephole_data(path:str|Path|None=None # gzipped JSON from `write_asset` (default: the shipped asset)
                       )->PeepholeData:
     "The shipped (or a saved) data set of sampled networks"
-    path = Path(path) if path is not None else ASSET
+    path = Path(path) if path is not None else PEEPHOLE_DATA_ASSET
     if not Path(path).exists(): raise FileNotFoundError(f"no Peephole data set at {path}")
     with gzip.open(path, 'rt') as f: d = json.load(f)
     return PeepholeData(d['networks'], d['schedule'])
