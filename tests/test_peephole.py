@@ -59,7 +59,7 @@ def test_default_epoch_is_final():
     codes = [sample_arch(np.random.default_rng(s)) for s in range(200, 220)]
     np.testing.assert_allclose(p.predict(codes), p.predict(codes, epoch=p.n_epochs))
     est = np.array([shipped.estimate_model(build_from_codes(c)) for c in codes])
-    np.testing.assert_allclose(est, p.predict(codes, epoch=p.n_epochs))
+    np.testing.assert_allclose(est, p.predict(codes, epoch=p.n_epochs), atol=1e-6)
     assert est.mean() - p.predict(codes, epoch=1).mean() > .1
 
 # rule: no global RNG changes (Peephole() and Peephole.fit seed locally and restore the caller's state)
@@ -138,3 +138,26 @@ def test_no_generic_constants():
     assert names and all(n.startswith('PEEPHOLE_') for n in names), names
     assert PEEPHOLE_DATA_ASSET == asset_path('peephole_mnist1d.json.gz') and PEEPHOLE_WEIGHTS_ASSET == asset_path('peephole_mnist1d.pt')
     assert 'n_epochs' in load_peephole_data().schedule
+
+# rule: one population stack (the 'codes' design space; records come from `train_population`'s runs and cache)
+def test_codes_space_and_generation(monkeypatch, tmp_path):
+    from potential.workload import SPACES
+    from potential.peephole.dataset import codes_config, generate_dataset, peephole_configs
+    assert SPACES['codes'].build(codes_config(sample_arch(np.random.default_rng(0)))) is not None
+    cfg = peephole_configs(1)[0]
+    assert cfg['space'] == 'codes' and cfg['sched'] == 'one_cycle'
+    assert layer_codes(build_model(cfg), 1).tolist() == cfg['codes']
+    assert [c['codes'] for c in peephole_configs(3)] == [c.tolist() for c in load_peephole_data().codes[:3]]
+    monkeypatch.setenv('POTENTIAL_CACHE', str(tmp_path))
+    threads = torch.get_num_threads()
+    recs = generate_dataset(2, schedule=dict(n_train=128, n_epochs=1), progress=False)
+    assert torch.get_num_threads() == threads    # no thread count left changed
+    files = sorted((tmp_path/'runs').glob('*.json'))
+    assert len(files) == 2 and not list(tmp_path.glob('peephole/*.jsonl'))   # the run cache, no cache of its own
+    for f in files:
+        j = json.loads(f.read_text()); j['meta']['seconds'] = -1.; f.write_text(json.dumps(j))
+    again = generate_dataset(2, schedule=dict(n_train=128, n_epochs=1), progress=False)
+    assert [r['secs'] for r in again] == [-1., -1.] and [r['codes'] for r in again] == [r['codes'] for r in recs]
+
+def test_no_thread_setting_in_peephole_modules():
+    for m in PEEPHOLE_MODULES: assert 'set_num_threads' not in Path(m.__file__).read_text(), m.__name__
