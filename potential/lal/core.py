@@ -174,5 +174,5 @@ class LAL(FromColumn):
         done = np.flatnonzero(~np.isnan(run['lal_truep']))    # evaluated epochs (LAL may be NaN there: no TrueP)
         return float(run['lal'][done[-1]]) if len(done) else float('nan')
 
-register_estimator('lal', LAL, callback=LALCallback, kind='internal',
+register_estimator('lal', LAL, callback=LALCallback, kind='internal', task='anticipation',
                    doc='LSTM Activity Level of the forget gates on TrueP accident clips (rank only; LSTM models)')
