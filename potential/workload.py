@@ -388,10 +388,9 @@ def load_population(name:str='recorded', # a name in `POPULATIONS`
     "A population shipped with the package, by name"
     if name not in POPULATIONS: raise ValueError(f"unknown population {name!r}; valid names: {sorted(POPULATIONS)}")
     return read_population(asset_path(POPULATIONS[name], assets))
-
-# %% ../nbs/04_workload.ipynb #292f4625
 RECORDED_POPULATION = dict(n_runs=256, n_epochs=24, dataset='mnist1d', seed=1)  # how the shipped population is made
 
+# %% ../nbs/04_workload.ipynb #292f4625
 def record_population(path:str|Path|None=None, # output file (default `cache_dir()/'populations'/<asset name>`)
                       n_runs:int=RECORDED_POPULATION['n_runs'], # number of configs
                       n_epochs:int=RECORDED_POPULATION['n_epochs'], # epochs per run
