@@ -20,7 +20,7 @@ from fastai.callback.progress import ProgressCallback  # adds `Learner.no_bar`
 from fastai.callback.schedule import fit_one_cycle
 
 from ..core import *
-from ..data import TensorDS, BatchDL, asset_path
+from ..data import TensorDS, BatchDL, asset_path, preserve_rng
 from .core import *
 from .core import _broadcast_horizons
 from fastcore.basics import patch_to
@@ -91,7 +91,7 @@ class LSTMForecaster(Forecaster):
         super().__init__(**kwargs)
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
         self.n_hidden,self.n_layers,self.dscale,self.level = int(n_hidden),int(n_layers),float(dscale),level
-        self.model = CurveLSTM(self.n_hidden, self.n_layers)
+        with preserve_rng(): self.model = CurveLSTM(self.n_hidden, self.n_layers)   # initialising draws from the global RNG
         self.is_fitted,self.sigma,self.info = False,float('nan'),{}
     def __repr__(self): return f"LSTMForecaster(n_hidden={self.n_hidden})"
 
