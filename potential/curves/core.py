@@ -374,10 +374,13 @@ class CurveEstimator(Estimator):
     predicts_accuracy = True
     def __init__(self, forecaster:Forecaster, # any forecaster; a `learned` one makes the estimator `cv_fit`
                  name:str|None=None, # column name (default: `curve_estimator`)
+                 cv_fit:bool|None=None, # None: whether the forecaster learns; False: use a fitted forecaster as given
                  **fit_kwargs): # passed to `forecaster.fit` by `fit(runs)`
         if not isinstance(forecaster, Forecaster): raise TypeError(f"`forecaster` must be a `Forecaster`, got {type(forecaster).__name__}")
+        if cv_fit and not forecaster.learned: 
+            raise ValueError(f"`cv_fit=True` needs a forecaster that learns from curves; {forecaster!r} learns nothing")
         self.forecaster,self.name,self.min_epochs = forecaster,name,max(1, forecaster.min_points)
-        self.cv_fit,self.fit_kwargs = bool(forecaster.learned),fit_kwargs
+        self.cv_fit,self.fit_kwargs = bool(forecaster.learned if cv_fit is None else cv_fit),fit_kwargs
 
     def fit(self, runs:list[Run]):
         "Fit a learned forecaster on the `valid_acc` curves of finished `runs` (a no-op for the others)"
