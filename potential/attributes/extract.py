@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_attributes.extract.ipynb #6b3c32ea
 from __future__ import annotations
-import math, operator, time
+import contextlib, io, math, operator, sys, timeit
 from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
@@ -16,10 +16,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 from fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['ATTRIBUTES', 'Node', 'model_graph', 'arch_attributes', 'attributes_frame']
+__all__ = ['ATTR_NAMES', 'Node', 'model_graph', 'arch_attributes', 'attributes_frame']
 
 # %% ../../nbs/50_attributes.extract.ipynb #7cd45d8e
-ATTRIBUTES = ['net_depth_avg', 'num_conv_layers', 'num_pooling_layers', 'avg_IP_neurons', 'avg_IP_weights',
+ATTR_NAMES = ['net_depth_avg', 'num_conv_layers', 'num_pooling_layers', 'avg_IP_neurons', 'avg_IP_weights',
               'avg_split_width', 'avg_concat_width', 'avg_num_conv_features', 'prop_conv_into_pool',
               'prop_pool_into_pool', 'prop_1x1_conv', 'prop_square_kernels', 'prop_horiz_kernels', 'prop_vert_kernels',
               'num_relu', 'num_sigmoid',
@@ -131,10 +131,14 @@ class _NodeError(Exception):
 class _Prop(ShapeProp):
     "ShapeProp that says which layer failed"
     def run_node(self, n):
-        try: return super().run_node(n)
+        buf = io.StringIO()   # torch's ShapeProp prints a traceback before re-raising: our error replaces it
+        try:
+            with contextlib.redirect_stderr(buf): out = super().run_node(n)
         except Exception as e:
             raise _NodeError(f"`{n.target}`" + (f" ({type(self.module.get_submodule(n.target)).__name__})"
                                                 if n.op == 'call_module' else '')) from e
+        sys.stderr.write(buf.getvalue())   # anything else the node printed (warnings) still shows
+        return out
 
 class _Tracer(fx.Tracer):
     def __init__(self, leaves=()): super().__init__(); self.leaves = tuple(leaves)
@@ -308,7 +312,7 @@ def _attributes(nodes:list, preds:dict, empty:float=0.)->dict:
         a[f'avg_ratio_features_to_ker{dim}'] = _mean([n.features/f(n.kernel) for n in conv], empty)
     for dim,f in (('Area', lambda k: k[0]*k[1]), ('Width', lambda k: k[1]), ('Height', lambda k: k[0])):
         a[f'avg_ratio_ker{dim}_to_depth'] = _mean([f(n.kernel)/dmin[n.name] for n in conv], empty)
-    return {k: float(a[k]) for k in ATTRIBUTES}
+    return {k: float(a[k]) for k in ATTR_NAMES}
 
 # %% ../../nbs/50_attributes.extract.ipynb #8830c64a
 def arch_attributes(model:nn.Module, # any torch model with one tensor input that torch.fx can trace
@@ -324,15 +328,15 @@ def attributes_frame(models, # modules, functions returning one, or `Run`s (list
                      empty:float=0., # value of an average over an empty set
                      timing:bool=False, # add a `seconds` column with each model's extraction time
                      progress:bool=True)->pd.DataFrame:
-    "The architectural attributes of many models as a DataFrame (one row per model, `ATTRIBUTES` columns)"
+    "The architectural attributes of many models as a DataFrame (one row per model, `ATTR_NAMES` columns)"
     from potential.core import Run
     items = list(models.items()) if isinstance(models, dict) else list(enumerate(models))
     rows,idx = [],[]
     for k,m in (progress_bar(items) if progress and len(items) > 1 else items):
         if isinstance(m, Run): k,m = (m.name if m.name is not None else k),m.build_model()
         elif not isinstance(m, nn.Module) and callable(m): m = m()
-        t0 = time.perf_counter()
+        t0 = timeit.default_timer()
         row = arch_attributes(m, input_shape, empty=empty)
-        if timing: row['seconds'] = time.perf_counter() - t0
+        if timing: row['seconds'] = timeit.default_timer() - t0
         rows.append(row); idx.append(k)
-    return pd.DataFrame(rows, index=idx, columns=ATTRIBUTES + (['seconds'] if timing else []))
+    return pd.DataFrame(rows, index=idx, columns=ATTR_NAMES + (['seconds'] if timing else []))

@@ -9,26 +9,27 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import inv_boxcox
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.ensemble import RandomForestClassifier, ExtraTreesClassifier, RandomForestRegressor
-from sklearn.model_selection import train_test_split, cross_val_score, StratifiedKFold
-from fastcore.basics import store_attr
+from sklearn.utils.validation import check_is_fitted
 from ..core import Estimator, Run, register_estimator
-from .extract import ATTRIBUTES, arch_attributes
+from ..data import INPUT_SHAPES
+from .extract import ATTR_NAMES, arch_attributes
 
 # %% auto #0
-__all__ = ['THRESHOLD', 'check_frame', 'informative', 'HealthClassifier', 'AttributeOLS', 'run_input_shape',
-           'ArchitectureEstimator']
+__all__ = ['ATTR_THRESHOLD', 'check_frame', 'informative', 'health_labels', 'balanced_subsample', 'HealthClassifier',
+           'AttributeOLS', 'run_input_shape', 'attribute_table', 'ArchitectureEstimator']
 
 # %% ../../nbs/51_attributes.models.ipynb #ecaec6b1
-THRESHOLD = 0.100533  # the authors' broken/healthy accuracy threshold
+ATTR_THRESHOLD = 0.100533  # the authors' broken/healthy final-accuracy threshold
 
 def check_frame(df:pd.DataFrame, # one row per network
-                attributes:list|None=None, # attribute columns (default: the authors' 32)
-                acc_col:str|None='final_accuracy', # accuracy column (None: not needed)
+                attributes:list|None=None, # attribute columns (default: the authors' 32, `ATTR_NAMES`)
+                acc_col:str|None='final_acc', # final-accuracy column (the authors' CSVs: 'final_accuracy'); None: not needed
                 fill:float=0.)->tuple[pd.DataFrame, pd.Series|None]: # value for missing attribute values
     "Validated `(X, y)` from `df`: clear errors for missing columns, NaN attributes filled with a warning"
     if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}")
-    attributes = list(ATTRIBUTES if attributes is None else attributes)
+    attributes = list(ATTR_NAMES if attributes is None else attributes)
     need = attributes + ([acc_col] if acc_col is not None else [])
     missing = [c for c in need if c not in df.columns]
     if missing: raise KeyError(f"`df` lacks the column(s) {missing}; it has {list(df.columns)[:40]}")
@@ -44,6 +45,27 @@ def check_frame(df:pd.DataFrame, # one row per network
         if y.isna().any(): raise ValueError(f"`{acc_col}` has {int(y.isna().sum())} missing or non-numeric values")
     return X, y
 
+def _as_frame(X)->pd.DataFrame:
+    "`X` (a DataFrame of attribute columns or a 2-D array) as a validated float DataFrame"
+    if isinstance(X, pd.DataFrame): return check_frame(X, list(X.columns), None)[0]
+    A = np.asarray(X, dtype=float)
+    if A.ndim != 2: raise ValueError(f"`X` must be 2-D (one row per network), got shape {A.shape}")
+    cols = ATTR_NAMES if A.shape[1] == len(ATTR_NAMES) else [f'x{i}' for i in range(A.shape[1])]
+    return check_frame(pd.DataFrame(A, columns=cols), cols, None)[0]
+
+def _columns(est, X)->np.ndarray:
+    "The (informative) columns fitted model `est` uses, from `X`: by name for a DataFrame, by position for an array"
+    check_is_fitted(est)
+    if isinstance(X, pd.DataFrame):
+        missing = [c for c in est.columns_ if c not in X.columns]
+        if missing: raise KeyError(f"`X` lacks the column(s) {missing} that the model was fitted on")
+        return check_frame(X, est.columns_, None)[0].to_numpy()
+    A = np.asarray(X, dtype=float)
+    if A.ndim != 2 or A.shape[1] != est.n_features_in_:
+        raise ValueError(f"`X` must have the {est.n_features_in_} columns the model was fitted on "
+                         f"({list(est.feature_names_in_)[:5]}...), got shape {A.shape}")
+    return check_frame(pd.DataFrame(A, columns=est.feature_names_in_), est.columns_, None)[0].to_numpy()
+
 def informative(X:pd.DataFrame)->tuple[list, list]:
     "Columns of `X` to keep and the constant or duplicate ones to drop"
     keep,drop,seen = [],[],{}
@@ -55,83 +77,78 @@ def informative(X:pd.DataFrame)->tuple[list, list]:
         seen[key] = c; keep.append(c)
     return keep, drop
 
+def health_labels(final_acc, # final accuracies, one per network
+                  threshold:float=ATTR_THRESHOLD # below it a network is broken
+                 )->np.ndarray:
+    "1 for healthy (final accuracy at least `threshold`), 0 for broken"
+    return (np.asarray(final_acc, float) >= threshold).astype(int)
+
+def balanced_subsample(labels, # class labels, one per network
+                       random_state:int=0)->np.ndarray:
+    "Positions of a subsample with equally many networks of each class (the larger classes subsampled), in order"
+    labels = np.asarray(labels)
+    cls,counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(random_state)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), counts.min(), replace=False) for c in cls]))
+
 # %% ../../nbs/51_attributes.models.ipynb #691c2987
-class HealthClassifier:
-    "Broken (accuracy < `threshold`) vs healthy from architectural attributes, with RF and ExtraTrees"
-    def __init__(self, threshold:float=THRESHOLD, # accuracy below which a network is broken
-                 attributes:list|None=None, # attribute columns (default: the authors' 32)
-                 acc_col:str='final_accuracy', # accuracy column
-                 balance:bool=True, # subsample the larger class to the size of the smaller
-                 test_size:float=.2, # held-out share
-                 cv:int=5, # cross-validation folds on the training share
-                 seed:int=0, # seed of the subsampling, the split and the forests
-                 n_estimators:int=150, max_depth:int|None=17, min_samples_split:int=40): # the authors' forest
-        if not 0 < test_size < 1: raise ValueError(f"`test_size` must be in (0, 1), got {test_size}")
-        if cv < 2: raise ValueError(f"`cv` must be at least 2 folds, got {cv}")
-        store_attr()
+_FORESTS = {'RF': RandomForestClassifier, 'ERT': ExtraTreesClassifier}
 
-    def labels(self, acc)->np.ndarray: 
-        "1 for healthy, 0 for broken"
-        return (np.asarray(acc, float) >= self.threshold).astype(int)
+class HealthClassifier(ClassifierMixin, BaseEstimator):
+    "Broken (0) or healthy (1) from architectural attributes: the authors' random forest or extremely randomised trees"
+    def __init__(self, forest:str='RF', # 'RF' (random forest) or 'ERT' (extremely randomised trees)
+                 balance:bool=True, # train on a balanced subsample (the larger class subsampled)
+                 n_estimators:int=150, max_depth:int|None=17, min_samples_split:int=40, # the authors' forest
+                 random_state:int=0): # seed of the subsample and the trees
+        self.forest,self.balance,self.random_state = forest,balance,random_state
+        self.n_estimators,self.max_depth,self.min_samples_split = n_estimators,max_depth,min_samples_split
 
-    def _models(self):
-        kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_split=self.min_samples_split,
-                  random_state=self.seed, n_jobs=1)
-        return {'RF': RandomForestClassifier(**kw), 'ERT': ExtraTreesClassifier(**kw)}
-
-    def fit(self, df:pd.DataFrame): # attributes and accuracies, one row per network
-        X,y = check_frame(df, self.attributes, self.acc_col)
+    def fit(self, X, # attribute table (DataFrame or array), one row per network
+            y): # health labels, 1 healthy and 0 broken (see `health_labels`)
+        if self.forest not in _FORESTS: raise ValueError(f"`forest` must be one of {list(_FORESTS)}, got {self.forest!r}")
+        X = _as_frame(X)
+        y = np.asarray(y)
+        if len(y) != len(X): raise ValueError(f"`X` has {len(X)} rows but `y` has {len(y)} labels")
+        if not np.isin(y, [0, 1]).all():
+            raise ValueError(f"`y` must hold health labels, 1 healthy and 0 broken (e.g. `health_labels(final_acc)`), "
+                             f"got values such as {np.unique(y)[:5].tolist()}")
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"all {len(y)} networks are {'healthy' if y[0] else 'broken'}: a classifier needs both "
+                             "classes; pick a threshold inside the range of the final accuracies")
+        self.feature_names_in_,self.n_features_in_ = np.array(X.columns, dtype=object),X.shape[1]
         self.columns_,self.dropped_ = informative(X)
         if not self.columns_: raise ValueError("every attribute column is constant: nothing to learn from")
-        lab = pd.Series(self.labels(y), index=X.index)
-        counts = lab.value_counts()
-        if len(counts) < 2:
-            raise ValueError(f"all {len(lab)} networks are {'healthy' if lab.iloc[0] else 'broken'} at threshold "
-                             f"{self.threshold}; pick a threshold inside the accuracy range [{y.min():.4g}, {y.max():.4g}]")
-        rng = np.random.default_rng(self.seed)
-        idx = lab.index
-        if self.balance:
-            m = counts.min()
-            idx = pd.Index(np.concatenate([rng.choice(lab.index[lab == c], m, replace=False) for c in (0, 1)]))
-        need = int(np.ceil(self.cv/(1 - self.test_size))) + 1
-        if lab[idx].value_counts().min() < need:
-            raise ValueError(f"too few networks: {lab[idx].value_counts().to_dict()} per class (healthy=1) after "
-                             f"balancing; {self.cv}-fold CV after a {self.test_size:.0%} split needs at least {need} per class")
-        Xb,yb = X.loc[idx, self.columns_].to_numpy(),lab[idx].to_numpy()
-        Xtr,Xte,ytr,yte = train_test_split(Xb, yb, test_size=self.test_size, random_state=self.seed, stratify=yb)
-        rows,self.models_ = [],{}
-        for name,m in self._models().items():
-            cvs = cross_val_score(m, Xtr, ytr, cv=StratifiedKFold(self.cv, shuffle=True, random_state=self.seed))
-            m.fit(Xtr, ytr)
-            rows.append(dict(model=name, cv_mean=cvs.mean(), cv_std=cvs.std(), test_acc=m.score(Xte, yte),
-                             n_train=len(ytr), n_test=len(yte), majority=max(yte.mean(), 1 - yte.mean())))
-            self.models_[name] = m
-        self.results_ = pd.DataFrame(rows).set_index('model')
-        self.class_counts_ = {'broken': int((lab == 0).sum()), 'healthy': int((lab == 1).sum()), 'used': len(idx)}
+        idx = balanced_subsample(y, self.random_state) if self.balance else np.arange(len(y))
+        self.forest_ = _FORESTS[self.forest](n_estimators=self.n_estimators, max_depth=self.max_depth, n_jobs=1,
+                                             min_samples_split=self.min_samples_split, random_state=self.random_state)
+        self.forest_.fit(X[self.columns_].to_numpy()[idx], y[idx])
+        self.classes_ = self.forest_.classes_
+        self.class_counts_ = {'n_broken': int((y == 0).sum()), 'n_healthy': int((y == 1).sum()), 'n_used': len(idx)}
         return self
 
-    def predict_proba(self, df:pd.DataFrame, model:str='RF')->np.ndarray:
-        "Probability that each network of `df` is healthy"
-        X,_ = check_frame(df, self.columns_, None)
-        return self.models_[model].predict_proba(X.to_numpy())[:, 1]
+    def predict_proba(self, X)->np.ndarray:
+        "Probabilities of broken (column 0) and healthy (column 1) for each network of `X`"
+        A = _columns(self, X)   # checks that `fit` ran
+        return self.forest_.predict_proba(A)
 
-    def importances(self, model:str='RF')->pd.Series:
-        "Impurity-based feature importances of `model`, largest first"
-        return pd.Series(self.models_[model].feature_importances_, index=self.columns_).sort_values(ascending=False)
+    def predict(self, X)->np.ndarray:
+        "1 (healthy) or 0 (broken) for each network of `X`"
+        p = self.predict_proba(X)
+        return self.classes_[p.argmax(1)]
+
+    def importances(self)->pd.Series:
+        "Impurity-based feature importances of the fitted forest, largest first"
+        check_is_fitted(self)
+        return pd.Series(self.forest_.feature_importances_, index=self.columns_).sort_values(ascending=False)
 
 # %% ../../nbs/51_attributes.models.ipynb #ff6bbcf5
-class AttributeOLS:
-    "OLS of healthy networks' accuracy on standardised attributes and their pairwise interactions"
-    def __init__(self, threshold:float=THRESHOLD, # networks below it are broken and left out
-                 attributes:list|None=None, # attribute columns (default: the authors' 32)
-                 acc_col:str='final_accuracy', # accuracy column
-                 interactions:bool=True, # add all pairwise products of the standardised attributes
+class AttributeOLS(RegressorMixin, BaseEstimator):
+    "OLS of networks' final accuracy on standardised attributes and their pairwise interactions"
+    def __init__(self, interactions:bool=True, # add all pairwise products of the standardised attributes
                  variant:str='centred', # 'centred' (intercept, centred R²) or 'authors' (Box-Cox, no intercept, uncentred R²)
                  fallback:str='main', # too few networks for the interactions: 'main' (main effects, with a warning) or 'raise'
                  rcond:float=1e-10): # relative singular-value cut-off of the least-squares solve
-        if variant not in ('centred', 'authors'): raise ValueError(f"`variant` must be 'centred' or 'authors', got {variant!r}")
-        if fallback not in ('main', 'raise'): raise ValueError(f"`fallback` must be 'main' or 'raise', got {fallback!r}")
-        store_attr()
+        self.interactions,self.variant,self.fallback,self.rcond = interactions,variant,fallback,rcond
 
     def _design(self, Z:pd.DataFrame, inter:bool)->pd.DataFrame:
         cols = {c: Z[c].to_numpy() for c in Z.columns}
@@ -143,33 +160,34 @@ class AttributeOLS:
         if self.variant == 'centred': D.insert(0, 'const', 1.)
         return D
 
-    def _prepare(self, df):
-        X,y = check_frame(df, self.attributes, self.acc_col)
-        keep = (y >= self.threshold).to_numpy()
-        if keep.sum() < 3: raise ValueError(f"only {int(keep.sum())} healthy networks (accuracy >= {self.threshold}); need at least 3")
-        return X[keep], y[keep]
-
-    def fit(self, df:pd.DataFrame): # attributes and accuracies, one row per network (broken ones are left out)
-        X,y = self._prepare(df)
+    def fit(self, X, # attribute table (DataFrame or array) of the networks to model, one row each
+            y): # their final accuracies
+        if self.variant not in ('centred', 'authors'): raise ValueError(f"`variant` must be 'centred' or 'authors', got {self.variant!r}")
+        if self.fallback not in ('main', 'raise'): raise ValueError(f"`fallback` must be 'main' or 'raise', got {self.fallback!r}")
+        X = _as_frame(X)
+        t = np.asarray(y, dtype=float)
+        if len(t) != len(X): raise ValueError(f"`X` has {len(X)} rows but `y` has {len(t)} accuracies")
+        if not np.isfinite(t).all(): raise ValueError(f"`y` has {int((~np.isfinite(t)).sum())} missing or infinite accuracies")
+        if len(t) < 3: raise ValueError(f"only {len(t)} networks; need at least 3")
+        self.feature_names_in_,self.n_features_in_ = np.array(X.columns, dtype=object),X.shape[1]
         keep,self.dropped_ = informative(X)
-        if not keep: raise ValueError("every attribute column is constant among the healthy networks")
+        if not keep: raise ValueError("every attribute column is constant: nothing to regress on")
         self.mean_,self.std_ = X[keep].mean(),X[keep].std(ddof=0)
         Z = (X[keep] - self.mean_)/self.std_
         n,k = len(Z),len(keep)
         inter = self.interactions
         if inter and n <= 1 + k + k*(k-1)//2:
-            msg = (f"{n} healthy networks for {1 + k + k*(k-1)//2} parameters ({k} attributes and their pairwise "
+            msg = (f"{n} networks for {1 + k + k*(k-1)//2} parameters ({k} attributes and their pairwise "
                    "products): too few networks for the interactions")
             if self.fallback == 'raise': raise ValueError(msg)
             warnings.warn(msg + '; fitting the main effects only'); inter = False
-        if n <= k + 1: raise ValueError(f"{n} healthy networks for {k + 1} parameters (main effects): too few networks; "
-                                        "pass fewer `attributes` or more networks")
+        if n <= k + 1: raise ValueError(f"{n} networks for {k + 1} parameters (main effects): too few networks; "
+                                        "pass fewer attribute columns or more networks")
         D = self._design(Z, inter)
         dkeep,ddrop = informative(D.drop(columns=['const'], errors='ignore'))
         self.dropped_design_ = ddrop
         D = D[(['const'] if 'const' in D else []) + dkeep]
-        self.used_interactions_,self.keep_ = inter,keep
-        t = y.to_numpy()
+        self.used_interactions_,self.columns_ = inter,keep
         if self.variant == 'authors':
             if (t <= 0).any(): raise ValueError("Box-Cox needs positive accuracies")
             t,self.lmbda_ = stats.boxcox(t)
@@ -191,39 +209,40 @@ class AttributeOLS:
         tss = ((t - t.mean())**2).sum() if self.variant == 'centred' else (t**2).sum()
         self.r2_ = 1 - (res @ res)/tss
         self.adj_r2_ = 1 - (1 - self.r2_)*((n - 1) if self.variant == 'centred' else n)/dof
-        self.n_,self.n_params_,self.fitted_,self.resid_ = n,A.shape[1],fit,res
+        self.n_networks_,self.n_params_,self.fitted_values_,self.resid_ = n,A.shape[1],fit,res
         self.design_columns_ = list(D.columns)
         return self
 
     @property
     def summary(self)->pd.Series:
         "R², adjusted R², networks and parameters (the R² kind named)"
+        check_is_fitted(self)
         kind = 'centred R²' if self.variant == 'centred' else 'uncentred R² of Box-Cox accuracy (not comparable)'
-        return pd.Series({'R2': self.r2_, 'adj_R2': self.adj_r2_, 'n_healthy': self.n_, 'n_params': self.n_params_,
-                          'rank': self.rank_, 'interactions': self.used_interactions_, 'R2_kind': kind})
+        return pd.Series({'R2': self.r2_, 'adj_R2': self.adj_r2_, 'n_networks': self.n_networks_,
+                          'n_params': self.n_params_, 'rank': self.rank_, 'interactions': self.used_interactions_,
+                          'R2_kind': kind})
 
     def significant(self, alpha:float=.05, # p-value cut-off
                     top:int|None=None)->pd.DataFrame: # keep the `top` largest |coef|
         "Coefficients with p < `alpha`, largest |coef| first (intercept excluded)"
+        check_is_fitted(self)
         c = self.coef_.drop(index='const', errors='ignore')
         c = c[c.p < alpha].reindex(c[c.p < alpha].coef.abs().sort_values(ascending=False).index)
         return c if top is None else c.head(top)
 
-    def _z(self, df):
-        X,_ = check_frame(df, self.keep_, None)
-        return (X - self.mean_)/self.std_
-
-    def predict(self, df:pd.DataFrame)->np.ndarray:
-        "Predicted accuracy of the networks of `df` (on the accuracy scale for both variants)"
-        D = self._design(self._z(df), self.used_interactions_)[self.design_columns_]
+    def predict(self, X)->np.ndarray:
+        "Predicted final accuracy of the networks of `X` (on the accuracy scale for both variants)"
+        Z = (pd.DataFrame(_columns(self, X), columns=self.columns_) - self.mean_)/self.std_
+        D = self._design(Z, self.used_interactions_)[self.design_columns_]
         p = D.to_numpy() @ self.coef_.coef.to_numpy()
         return inv_boxcox(p, self.lmbda_) if self.variant == 'authors' else p
 
     def plot_diagnostics(self, figsize=(8, 3.2)):
         "Residuals against fitted values, and a normal Q-Q plot of the standardised residuals"
         import matplotlib.pyplot as plt, seaborn as sns
+        check_is_fitted(self)
         fig,(a,b) = plt.subplots(1, 2, figsize=figsize)
-        sns.scatterplot(x=self.fitted_, y=self.resid_, s=12, ax=a); a.axhline(0, c='k', lw=.8)
+        sns.scatterplot(x=self.fitted_values_, y=self.resid_, s=12, ax=a); a.axhline(0, c='k', lw=.8)
         a.set(xlabel='fitted', ylabel='residual', title='residuals vs fitted')
         z = (self.resid_ - self.resid_.mean())/self.resid_.std()
         (osm,osr),(sl,ic,_) = stats.probplot(z, dist='norm')
@@ -233,13 +252,21 @@ class AttributeOLS:
         return fig
 
 # %% ../../nbs/51_attributes.models.ipynb #47f395bf
-_INPUT_SHAPES = {'mnist1d': (1, 40), 'digits': (1, 8, 8)}
-
 def run_input_shape(run:Run, default:tuple=(1, 40))->tuple:
     "The input shape of `run`'s data set (`config['dataset']`), or `default`"
-    try: from potential.data import INPUT_SHAPES as shapes
-    except ImportError: shapes = _INPUT_SHAPES
-    return tuple(shapes.get(run.config.get('dataset'), default))
+    return tuple(INPUT_SHAPES.get(run.config.get('dataset'), default))
+
+def _finished(runs):
+    return [r for r in runs if r.epochs_seen > 0 and np.isfinite(r.final())]
+
+def attribute_table(runs:list[Run], # finished runs whose models can be built (`run.build_model()`)
+                    input_shape:tuple|None=None, # None: from each run's `config['dataset']`
+                    attributes=None)->tuple[pd.DataFrame, np.ndarray]: # a function run -> attribute vector (default: extract)
+    "`(X, y)` for scikit-learn: the runs' architectural attributes (`ATTR_NAMES` columns) and final accuracies"
+    if attributes is None: 
+        attributes = lambda r: [arch_attributes(r.build_model(), input_shape or run_input_shape(r))[a] for a in ATTR_NAMES]
+    X = pd.DataFrame([list(attributes(r)) for r in runs], columns=ATTR_NAMES, index=[r.name for r in runs])
+    return X, np.array([r.final() for r in runs])
 
 class ArchitectureEstimator(Estimator):
     "Final accuracy from architectural attributes, learnt on other runs (a before-training estimator)"
@@ -252,25 +279,32 @@ class ArchitectureEstimator(Estimator):
         self._cache = {}
 
     def attributes(self, run:Run)->np.ndarray:
-        "The attributes of `run`'s model (cached per configuration)"
-        key = json.dumps(run.config, sort_keys=True, default=str) if run.config else id(run)
-        if key not in self._cache:
-            shape = self.input_shape or run_input_shape(run)
-            att = arch_attributes(run.build_model(), shape)   # one extraction per model
-            self._cache[key] = np.array([att[a] for a in ATTRIBUTES])
+        "The attributes of `run`'s model (cached per configuration; a run without a config is read afresh)"
+        key = json.dumps(run.config, sort_keys=True, default=str) if run.config else None
+        if key is None or key not in self._cache:
+            att = arch_attributes(run.build_model(), self.input_shape or run_input_shape(run))
+            vec = np.array([att[a] for a in ATTR_NAMES])
+            if key is None: return vec
+            self._cache[key] = vec
         return self._cache[key]
 
     def fit(self, runs:list[Run]):
-        runs = [r for r in runs if r.epochs_seen > 0 and np.isfinite(r.final())]
+        "Fit a clone of `regressor` on the attributes and final accuracies of the finished `runs`"
+        runs = _finished(runs)
         if len(runs) < 2: raise ValueError(f"`fit` needs at least 2 finished runs, got {len(runs)}")
-        X = np.stack([self.attributes(r) for r in runs])
-        self.regressor.fit(X, np.array([r.final() for r in runs]))
-        self.fitted_ = True
+        X,y = attribute_table(runs, attributes=self.attributes)
+        self.regressor_ = clone(self.regressor).fit(X.to_numpy(), y)
         return self
 
+    def check_ready(self):
+        if not hasattr(self, 'regressor_'):
+            raise RuntimeError("`arch_attributes` has not been fitted and ships no default: call `fit(runs)` with "
+                               "finished runs of the same data set and recipe (at least 2) before estimating or "
+                               "using it as a callback; the bench cross-fits it on its population")
+
     def estimate(self, run:Run)->float:
-        if not getattr(self, 'fitted_', False): raise RuntimeError("call `fit(runs)` on finished runs before estimating")
-        return float(self.regressor.predict(self.attributes(run)[None])[0])
+        self.check_ready()
+        return float(self.regressor_.predict(self.attributes(run)[None])[0])
 
 register_estimator('arch_attributes', ArchitectureEstimator, kind='architecture',
                    doc='final accuracy from the 32 architectural attributes (random forest fitted on other runs)')
