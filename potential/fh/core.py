@@ -264,6 +264,7 @@ class FeatureStore:
 class FeatureHistory(ColumnCallback):
     "Capture the head's input features, fit each epoch's optimised head, report original, optimised and ensemble accuracy"
     columns = ['fh_original', 'fh_optimised', 'fh_ensemble']
+    needs_curves = True   # a `CurveRecorder` joins the learner, so `learn.curve_recorder.as_run()` is the run with the columns
     def __init__(self, K:int=10, # number of most recent optimised heads in the ensemble
                  layer:str|nn.Module|None=None, # the linear head: a name in `model.named_modules()`, the module, or None for the last `nn.Linear`
                  max_train_mb:float=256, # cap on one epoch's stored training features; above it a uniform subsample is kept, with a warning
