@@ -14,6 +14,7 @@ from scipy import optimize, stats
 from fastprogress import progress_bar
 
 from ..core import *
+from ..metrics import mae, rmse
 
 # %% auto #0
 __all__ = ['CURVE_FAMILIES', 'DEEPOBS_FILE', 'Forecast', 'check_curve', 'check_horizon', 'fill_nonfinite', 'Forecaster',
@@ -67,13 +68,8 @@ def check_horizon(horizon)->int:
 
 def fill_nonfinite(values)->np.ndarray:
     "Replace NaN/inf by the previous finite value (leading ones by the first finite value); all-NaN stays NaN"
-    v = np.asarray(values, dtype=float).copy()
-    ok = np.isfinite(v)
-    if not ok.any() or ok.all(): return v if ok.all() else np.full_like(v, np.nan)
-    idx = np.where(ok, np.arange(len(v)), 0)
-    np.maximum.accumulate(idx, out=idx)
-    idx[:np.argmax(ok)] = np.argmax(ok)
-    return v[idx]
+    v = pd.Series(np.asarray(values, dtype=float).ravel())
+    return v.where(np.isfinite(v)).ffill().bfill().to_numpy()
 
 # %% ../../nbs/30_curves.core.ipynb #449363bb
 class Forecaster:
@@ -124,12 +120,12 @@ class Forecaster:
         horizons = _broadcast_horizons(prefixes, horizons)
         return [self.predict(p, h) for p,h in zip(prefixes, horizons)]
 
-    def predict_final(self, prefix, n_total:int)->float:
-        "Forecast of the value at step `n_total` (the last value of `prefix` if it is already that long)"
+    def predict_final(self, prefix, n_epochs:int)->float:
+        "Forecast of the value at epoch `n_epochs`, the run's planned length (the last value of `prefix` if it is already that long)"
         y = np.asarray(prefix, dtype=float)
-        if n_total < len(y): raise ValueError(f"`n_total`={n_total} is shorter than the prefix ({len(y)} values)")
-        if n_total == len(y): return float(check_curve(y, 'prefix', 1)[-1])
-        return self.predict(y, n_total - len(y)).final
+        if n_epochs < len(y): raise ValueError(f"`n_epochs`={n_epochs} is shorter than the prefix ({len(y)} values)")
+        if n_epochs == len(y): return float(check_curve(y, 'prefix', 1)[-1])
+        return self.predict(y, n_epochs - len(y)).final
     def __repr__(self): return f"{type(self).__name__}()"
 
 def _broadcast_horizons(prefixes, horizons):
@@ -284,29 +280,34 @@ class ParametricForecaster(Forecaster):
 # %% ../../nbs/30_curves.core.ipynb #5cb9ba0d
 DEEPOBS_FILE = 'deepobs_baselines_epochwise.json'
 
-def deepobs_path()->Path|None:
-    "The DeepOBS data folder, or None if it cannot be found"
-    cands = []
-    if os.environ.get('POTENTIAL_DEEPOBS'): cands.append(Path(os.environ['POTENTIAL_DEEPOBS']))
-    here = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd().resolve()
-    for start in (here, Path.cwd().resolve()):
-        cands += [p/'shared'/'data'/'deepobs' for p in [start, *start.parents]]
-    return next((p for p in cands if (p/DEEPOBS_FILE).exists()), None)
+def deepobs_path(path:str|Path|None=None, # the DeepOBS folder; None: the `POTENTIAL_DEEPOBS` environment variable
+                )->Path:
+    "The folder holding the DeepOBS curves (`DEEPOBS_FILE`), from `path` or `POTENTIAL_DEEPOBS`"
+    src = f"`path`={path!r}" if path is not None else f"POTENTIAL_DEEPOBS={os.environ.get('POTENTIAL_DEEPOBS')!r}"
+    if path is None: path = os.environ.get('POTENTIAL_DEEPOBS') or None
+    if path is None:
+        raise FileNotFoundError("no DeepOBS folder given: pass `path=` or set the environment variable POTENTIAL_DEEPOBS "
+                                f"to the folder holding {DEEPOBS_FILE}")
+    p = Path(path).expanduser()
+    if not (p/DEEPOBS_FILE).is_file():
+        raise FileNotFoundError(f"{src} is not a DeepOBS folder (no {DEEPOBS_FILE} in it): pass `path=` or set "
+                                "POTENTIAL_DEEPOBS to the folder holding it")
+    return p
 
 _DEEPOBS = {}
 def deepobs_curves(key:str='test_accuracies', # which curve: test/train accuracies or losses
                    problems:list|None=None, # keep only these test problems (None: all that have `key`)
+                   path:str|Path|None=None, # the DeepOBS folder (None: `POTENTIAL_DEEPOBS`)
                   )->pd.DataFrame:
     "One row per DeepOBS run that has curve `key`: testproblem, optimizer, learning_rate, random_seed, curve"
-    p = deepobs_path()
-    if p is None: 
-        raise FileNotFoundError(f"DeepOBS curves not found: put {DEEPOBS_FILE} in `shared/data/deepobs/` beside the "
-                                "repository or set POTENTIAL_DEEPOBS to its folder")
-    if p not in _DEEPOBS: _DEEPOBS[p] = json.loads((p/DEEPOBS_FILE).read_text())
+    p = deepobs_path(path).resolve()
+    f = p/DEEPOBS_FILE
+    stamp = (f, f.stat().st_mtime_ns)
+    if stamp not in _DEEPOBS: _DEEPOBS[stamp] = json.loads(f.read_text())
     rows = [dict(testproblem=r['testproblem'], optimizer=r['optimizer'].replace('Optimizer', ''),
                  learning_rate=r['learning_rate'], random_seed=r['random_seed'], 
                  curve=np.asarray(r[key], dtype=float)[1:])
-            for r in _DEEPOBS[p] if r.get(key) is not None]
+            for r in _DEEPOBS[stamp] if r.get(key) is not None]
     if not rows: raise ValueError(f"no DeepOBS run has curve {key!r}")
     df = pd.DataFrame(rows)
     if problems is not None:
@@ -335,8 +336,7 @@ def forecast_errors(forecaster:Forecaster,
         for i,c in enumerate(curves):
             k,fc = ks[i],fcs.get(i)
             if fc is None: rows.append(dict(curve=i, frac=frac, k=k, rmse=np.nan, mae=np.nan, pred_final=np.nan, final=c[-1])); continue
-            err = fc.mean - c[k:]
-            rows.append(dict(curve=i, frac=frac, k=k, rmse=float(np.sqrt(np.mean(err**2))), mae=float(np.mean(np.abs(err))),
+            rows.append(dict(curve=i, frac=frac, k=k, rmse=rmse(fc.mean, c[k:]), mae=mae(fc.mean, c[k:]),
                              pred_final=fc.final, final=c[-1]))
     df = pd.DataFrame(rows)
     df['final_err'] = df.pred_final - df.final
@@ -345,23 +345,26 @@ def forecast_errors(forecaster:Forecaster,
 def compare_forecasters(forecasters:dict, # name -> Forecaster
                         curves:list, # finished curves
                         fracs=(0.1, 0.25, 0.5), 
+                        progress:bool=False, # show a progress bar over the forecasters
                        )->pd.DataFrame:
     "Mean RMSE, MAE over the horizon and final-value MAE per forecaster and prefix fraction"
     out = []
-    for name,f in progress_bar(list(forecasters.items()), leave=False):
+    items = list(forecasters.items())
+    for name,f in (progress_bar(items, leave=False) if progress else items):
         df = forecast_errors(f, curves, fracs)
-        g = df.groupby('frac').agg(rmse=('rmse', 'mean'), mae=('mae', 'mean'), 
-                                   final_mae=('final_err', lambda e: np.nanmean(np.abs(e))), n=('rmse', 'count'))
+        g = df.groupby('frac').agg(rmse=('rmse', 'mean'), mae=('mae', 'mean'), n=('rmse', 'count'))
+        g['final_mae'] = [mae(d.pred_final, d.final) for _,d in df.groupby('frac')]
+        g = g[['rmse', 'mae', 'final_mae', 'n']]
         out.append(g.assign(forecaster=name).reset_index())
     return pd.concat(out).set_index(['forecaster', 'frac'])
 
 # %% ../../nbs/30_curves.core.ipynb #27f62dbb
-def forecast_final(forecaster:Forecaster, values, n_total:int)->float:
-    "Forecast of the value at epoch `n_total` from the per-epoch `values` so far; NaN (and a warning) if impossible"
+def forecast_final(forecaster:Forecaster, values, n_epochs:int)->float:
+    "Forecast of the value at epoch `n_epochs` (the run's planned length) from the per-epoch `values` so far; NaN (and a warning) if impossible"
     try:
         y = fill_nonfinite(values)
         if not len(y) or not np.isfinite(y).all(): raise ValueError("the curve has no finite value")
-        return forecaster.predict_final(y, max(int(n_total), len(y)))
+        return forecaster.predict_final(y, max(int(n_epochs), len(y)))
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
         warnings.warn(f"{forecaster!r} could not forecast: {e}")
         return float('nan')
@@ -369,10 +372,32 @@ def forecast_final(forecaster:Forecaster, values, n_total:int)->float:
 class CurveEstimator(Estimator):
     "Final validation accuracy forecast by `forecaster` from the `valid_acc` curve so far"
     predicts_accuracy = True
-    def __init__(self, forecaster:Forecaster, name:str|None=None):
+    def __init__(self, forecaster:Forecaster, # any forecaster; a `learned` one makes the estimator `cv_fit`
+                 name:str|None=None, # column name (default: `curve_estimator`)
+                 cv_fit:bool|None=None, # None: whether the forecaster learns; False: use a fitted forecaster as given
+                 **fit_kwargs): # passed to `forecaster.fit` by `fit(runs)`
         if not isinstance(forecaster, Forecaster): raise TypeError(f"`forecaster` must be a `Forecaster`, got {type(forecaster).__name__}")
+        if cv_fit and not forecaster.learned: 
+            raise ValueError(f"`cv_fit=True` needs a forecaster that learns from curves; {forecaster!r} learns nothing")
         self.forecaster,self.name,self.min_epochs = forecaster,name,max(1, forecaster.min_points)
-    def estimate(self, run): return forecast_final(self.forecaster, run[self.target], run.n_epochs)
+        self.cv_fit,self.fit_kwargs = bool(forecaster.learned if cv_fit is None else cv_fit),fit_kwargs
+
+    def fit(self, runs:list[Run]):
+        "Fit a learned forecaster on the `valid_acc` curves of finished `runs` (a no-op for the others)"
+        if not self.forecaster.learned: return self
+        bad = [type(r).__name__ for r in runs if not isinstance(r, Run)]
+        if bad: raise TypeError(f"`runs` must be `Run`s, got {sorted(set(bad))}")
+        curves = [c for c in (fill_nonfinite(r['valid_acc']) for r in runs) if len(c) >= 3 and np.isfinite(c).all()]
+        self.forecaster.fit(curves, **self.fit_kwargs)
+        return self
+
+    def check_ready(self):
+        "Refuse if the forecaster learns from curves but is neither fitted nor loaded"
+        if self.forecaster.learned and not getattr(self.forecaster, 'is_fitted', False):
+            raise RuntimeError(f"{self!r}: {self.forecaster!r} is not fitted; call `fit(runs)` with finished runs, or pass "
+                               "a fitted forecaster (for the LSTM, `LSTMForecaster.default()` loads the shipped weights)")
+
+    def estimate(self, run): return forecast_final(self.forecaster, run['valid_acc'], run.n_epochs)
 
 register_estimator('curve_poly', lambda: CurveEstimator(PolyForecaster(degree=2), 'curve_poly'), kind='curve',
                    doc='quadratic least-squares extrapolation of the validation accuracy curve')

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/31_curves.lstm.ipynb #4ec0cf9e
 from __future__ import annotations
-import time, warnings
+import copy, timeit, warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,30 +12,31 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from fastai.basics import Learner, set_seed
+from scipy import stats
+from fastai.basics import Learner
+from fastai.torch_core import no_random
 from fastai.data.core import DataLoaders
 from fastai.callback.progress import ProgressCallback  # adds `Learner.no_bar`
 from fastai.callback.schedule import fit_one_cycle
 
-import potential
 from ..core import *
-from ..data import TensorDS, BatchDL, preserve_rng
+from ..data import TensorDS, BatchDL, asset_path, preserve_rng
 from .core import *
 from .core import _broadcast_horizons
 from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['DEFAULT_WEIGHTS', 'curve_features', 'stride_augment', 'CurveLSTM', 'masked_mse', 'LSTMForecaster', 'CurveForecast',
+__all__ = ['CURVE_LSTM_ASSET', 'curve_features', 'stride_augment', 'CurveLSTM', 'masked_mse', 'LSTMForecaster', 'CurveForecast',
            'deepobs_split', 'time_forecasters']
 
 # %% ../../nbs/31_curves.lstm.ipynb #38de4c61
 def curve_features(y:np.ndarray, # values so far
-                   n_total:int, # planned length of the curve
+                   n_epochs:int, # planned length of the curve
                    dscale:float=10. # multiplier of Δvalue
                   )->np.ndarray:
-    "Per-step LSTM inputs `(t/n_total, y_t, dscale·Δy_t)`, shape `(len(y), 3)`"
+    "Per-step LSTM inputs `(t/n_epochs, y_t, dscale·Δy_t)`, shape `(len(y), 3)`"
     y = np.asarray(y, dtype=np.float32)
-    t = np.arange(1, len(y)+1, dtype=np.float32) / max(n_total, 1)
+    t = np.arange(1, len(y)+1, dtype=np.float32) / max(n_epochs, 1)
     d = np.diff(y, prepend=y[:1]) * dscale
     return np.stack([t, y, d], -1).astype(np.float32)
 
@@ -90,7 +91,7 @@ class LSTMForecaster(Forecaster):
         super().__init__(**kwargs)
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
         self.n_hidden,self.n_layers,self.dscale,self.level = int(n_hidden),int(n_layers),float(dscale),level
-        self.model = CurveLSTM(self.n_hidden, self.n_layers)
+        with preserve_rng(): self.model = CurveLSTM(self.n_hidden, self.n_layers)   # initialising draws from the global RNG
         self.is_fitted,self.sigma,self.info = False,float('nan'),{}
     def __repr__(self): return f"LSTMForecaster(n_hidden={self.n_hidden})"
 
@@ -105,7 +106,7 @@ class LSTMForecaster(Forecaster):
         return torch.from_numpy(x), torch.from_numpy(t)
 
     def fit(self, curves:list, # library of finished curves (any lengths, at least 3 values each)
-            epochs:int=20, # training epochs
+            fit_epochs:int=20, # training epochs of the LSTM
             lr:float=3e-3, # peak learning rate of the one-cycle schedule
             bs:int=64, # curves per batch
             strides=(1, 2, 4), # stride augmentation (see `stride_augment`); (1,) for none
@@ -115,8 +116,7 @@ class LSTMForecaster(Forecaster):
         "Train on a library of `curves`"
         curves = check_library(curves, 3)
         aug = stride_augment(curves, strides, min_len=3) or curves
-        with preserve_rng():
-            set_seed(seed)
+        with no_random(seed):   # seeded, and the global random state is restored afterwards
             self.model = CurveLSTM(self.n_hidden, self.n_layers)
             perm = np.random.default_rng(seed).permutation(len(aug))
             n_val = int(round(valid_pct*len(aug))) if len(aug) >= 10 else 0
@@ -128,15 +128,15 @@ class LSTMForecaster(Forecaster):
             learn = Learner(DataLoaders(trn, val, device='cpu'), self.model, loss_func=masked_mse)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                if verbose: learn.fit_one_cycle(epochs, lr)
+                if verbose: learn.fit_one_cycle(fit_epochs, lr)
                 else:
-                    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+                    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(fit_epochs, lr)
         self.model.eval()
         with torch.no_grad():
             xv,tv = (x[vi],t[vi]) if n_val else (x,t)
             self.sigma = float(masked_mse(self.model(xv), tv).sqrt()) / self.dscale
         self.is_fitted = True
-        self.info = dict(n_curves=len(curves), n_augmented=len(aug), epochs=epochs, lr=lr, strides=list(strides), 
+        self.info = dict(n_curves=len(curves), n_augmented=len(aug), fit_epochs=fit_epochs, lr=lr, strides=list(strides), 
                          seed=seed, one_step_rmse=self.sigma)
         return self
 
@@ -149,9 +149,9 @@ class LSTMForecaster(Forecaster):
         if not ys: return []
         B,H = len(ys),max(horizons)
         lens = torch.tensor([len(y) for y in ys])
-        ntot = lens + torch.tensor(horizons)
+        n_epochs = lens + torch.tensor(horizons)   # each curve's planned length
         x = torch.zeros(B, int(lens.max()), 3)
-        for i,y in enumerate(ys): x[i,:len(y)] = torch.from_numpy(curve_features(y, int(ntot[i]), self.dscale))
+        for i,y in enumerate(ys): x[i,:len(y)] = torch.from_numpy(curve_features(y, int(n_epochs[i]), self.dscale))
         m = self.model.eval()
         _,state = m.lstm(pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False))
         lo,hi = self.clip if self.clip is not None else (-np.inf, np.inf)
@@ -163,10 +163,9 @@ class LSTMForecaster(Forecaster):
             nxt = (last + d).clamp(lo, hi)
             out[:,k] = nxt
             if k == H-1: break
-            feat = torch.stack([(lens + k + 1).float()/ntot.float(), nxt, (nxt - last)*self.dscale], -1)[:,None]
+            feat = torch.stack([(lens + k + 1).float()/n_epochs.float(), nxt, (nxt - last)*self.dscale], -1)[:,None]
             o,state = m.lstm(feat, state)
             h,last = o[:,-1],nxt
-        from scipy import stats
         z = stats.norm.ppf(0.5 + self.level/2)
         res = []
         for i,(y,hz) in enumerate(zip(ys, horizons)):
@@ -194,27 +193,31 @@ class LSTMForecaster(Forecaster):
         "A forecaster with the weights saved at `path`"
         path = Path(path)
         if not path.exists(): raise FileNotFoundError(f"no LSTM forecaster weights at {path}")
-        d = torch.load(path, map_location='cpu', weights_only=False)
+        return cls._from_saved(torch.load(path, map_location='cpu', weights_only=False))
+
+    @classmethod
+    def _from_saved(cls, d:dict)->LSTMForecaster:
+        "A new forecaster from the dict that `save` writes (its tensors and `info` are copied, never shared)"
         f = cls(**d['hparams'])
         f.model.load_state_dict(d['state'])
         f.model.eval()
-        f.sigma,f.info,f.is_fitted = d['sigma'],d.get('info', {}),True
+        f.sigma,f.info,f.is_fitted = d['sigma'],copy.deepcopy(d.get('info', {})),True
         return f
 
 # %% ../../nbs/31_curves.lstm.ipynb #5f1dd677
-DEFAULT_WEIGHTS = Path(potential.__file__).parent/'assets'/'curve_lstm.pt'
-_DEFAULT = {}
+CURVE_LSTM_ASSET = asset_path('curve_lstm.pt')   # the shipped weights of the default forecaster
+_DEFAULT_STATE = {}   # path -> what `save` wrote there, read once; every `default()` builds a new forecaster from it
 
 @patch_to(LSTMForecaster, cls_method=True)
 def default(cls, path=None)->LSTMForecaster:
-    "The pretrained default forecaster shipped with the package (loaded once, then shared)"
-    path = Path(path or DEFAULT_WEIGHTS)
-    if path not in _DEFAULT:
+    "A new forecaster with the pretrained weights shipped with the package (the file is read once, the forecaster is never shared)"
+    path = Path(path or CURVE_LSTM_ASSET)
+    if path not in _DEFAULT_STATE:
         if not path.exists():
             raise FileNotFoundError(f"the default LSTM weights are missing ({path}); train them with the slow cell of "
-                                    "nbs/31_curves.lstm.ipynb or pass a path")
-        _DEFAULT[path] = cls.load(path)
-    return _DEFAULT[path]
+                                    "nbs/31_curves.lstm.ipynb and promote them with `promote_asset`, or pass `path`")
+        _DEFAULT_STATE[path] = torch.load(path, map_location='cpu', weights_only=False)
+    return cls._from_saved(_DEFAULT_STATE[path])
 
 # %% ../../nbs/31_curves.lstm.ipynb #e84c2301
 class CurveForecast(ColumnCallback):
@@ -227,9 +230,13 @@ class CurveForecast(ColumnCallback):
         if forecaster is not None and not isinstance(forecaster, Forecaster):
             raise TypeError(f"`forecaster` must be a `Forecaster` or None, got {type(forecaster).__name__}")
         self.forecaster,self.columns,self._name = forecaster,[column],column
+    def before_fit(self):
+        super().before_fit()
+        self._f = self.forecaster
     def compute(self):
         try:
-            f = self.forecaster or LSTMForecaster.default()
+            if self._f is None: self._f = LSTMForecaster.default()   # loaded at the first forecast, once per fit
+            f = self._f
             v = self.learn.curve_recorder.curves['valid_acc']
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
@@ -245,9 +252,10 @@ register_estimator('curve_lstm', lambda: CurveEstimator(LSTMForecaster.default()
 # %% ../../nbs/31_curves.lstm.ipynb #d201b343
 def deepobs_split(train_problems=('fmnist_2c2d', 'cifar100_allcnnc', 'tolstoi_char_rnn'), # problems to fit on
                   n_test:int|None=None, # sample this many held-out curves (None: all)
-                  seed:int=0):
+                  seed:int=0, # seed of the sample
+                  path=None): # the DeepOBS folder (None: `POTENTIAL_DEEPOBS`)
     "DeepOBS test-accuracy curves split by problem: `(train_curves, test_frame)`"
-    d = deepobs_curves()
+    d = deepobs_curves(path=path)
     unknown = set(train_problems) - set(d.testproblem)
     if unknown: raise ValueError(f"unknown `train_problems` {sorted(unknown)}; valid: {sorted(set(d.testproblem))}")
     tr,te = d[d.testproblem.isin(train_problems)],d[~d.testproblem.isin(train_problems)]
@@ -260,16 +268,12 @@ def time_forecasters(forecasters:dict, # name -> Forecaster
                      k:int, # prefix length
                      batch:int=0, # also time `predict_batch` on this many copies (0: not)
                      reps:int=3)->pd.DataFrame:
-    "Median seconds per curve of `predict` (and of `predict_batch` for forecasters that override it)"
-    rows = []
+    "Median seconds per curve of `predict` (and of `predict_batch` for forecasters that override it), timed by `timeit`"
+    rows,h = [],len(curve) - k
     for name,f in forecasters.items():
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter(); f.predict(curve[:k], len(curve)-k); ts.append(time.perf_counter() - t)
+        ts = timeit.repeat(lambda: f.predict(curve[:k], h), repeat=int(reps), number=1)
         rows.append(dict(forecaster=name, mode='one curve', s_per_curve=float(np.median(ts))))
         if batch and type(f).predict_batch is not Forecaster.predict_batch:
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter(); f.predict_batch([curve[:k]]*batch, len(curve)-k); ts.append(time.perf_counter() - t)
+            ts = timeit.repeat(lambda: f.predict_batch([curve[:k]]*batch, h), repeat=int(reps), number=1)
             rows.append(dict(forecaster=name, mode=f'batch of {batch}', s_per_curve=float(np.median(ts))/batch))
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_fh.core.ipynb #84602ff8
 from __future__ import annotations
-import math, time, warnings
+import math, time, timeit, warnings
 from collections import deque
 from contextlib import nullcontext
 
@@ -17,11 +17,11 @@ from fastai.basics import *
 from ..core import *
 
 # %% auto #0
-__all__ = ['FIT_DEFAULTS', 'fit_head', 'head_probs', 'HeadHistory', 'feature_history', 'find_head', 'fh_memory', 'FeatureStore',
-           'FeatureHistory', 'fh_overhead']
+__all__ = ['FH_FIT_DEFAULTS', 'fit_head', 'head_probs', 'HeadHistory', 'feature_history', 'find_head', 'fh_memory',
+           'FeatureStore', 'FeatureHistory', 'fh_overhead']
 
 # %% ../../nbs/20_fh.core.ipynb #9de13c90
-FIT_DEFAULTS = dict(lr=0.05, momentum=0.9, wd=5e-4, bs=1024, epochs=5)  # Appendix A.1 of the seed
+FH_FIT_DEFAULTS = dict(lr=0.05, momentum=0.9, wd=5e-4, bs=1024, fit_epochs=5)  # Appendix A.1 of the seed
 
 def _check_feats(x, name):
     if not isinstance(x, torch.Tensor): x = torch.as_tensor(np.asarray(x))
@@ -60,7 +60,7 @@ def fit_head(feats, # (N, d) training features of one epoch; float16 is read in 
              momentum:float=0.9, # SGD momentum
              wd:float=5e-4, # weight decay (on weight and bias)
              bs:int=1024, # minibatch size
-             epochs:int=5, # passes over the features (0 returns the initial head)
+             fit_epochs:int=5, # passes over the features (0 returns the initial head)
              seed:int=0, # seeds the minibatch order through a private generator
             )->tuple:
     "Re-train a linear head on saved features (cross-entropy, SGD); returns float32 `(weight, bias)` copies"
@@ -69,17 +69,17 @@ def fit_head(feats, # (N, d) training features of one epoch; float16 is read in 
     if n == 0: raise ValueError("`feats` is empty: no training features were saved")
     W,b = _check_head(weight, bias, d)
     y = _check_labels(labels, n, W.shape[0], 'labels').to(feats.device)
-    if lr <= 0 or int(bs) < 1 or int(epochs) < 0: 
-        raise ValueError(f"need `lr` > 0, `bs` >= 1 and `epochs` >= 0, got lr={lr}, bs={bs}, epochs={epochs}")
+    if lr <= 0 or int(bs) < 1 or int(fit_epochs) < 0: 
+        raise ValueError(f"need `lr` > 0, `bs` >= 1 and `fit_epochs` >= 0, got lr={lr}, bs={bs}, fit_epochs={fit_epochs}")
     dev = feats.device
     Wt = W.t().contiguous().to(dev)   # (d, C): logits are x @ Wt + b
     b = torch.zeros(W.shape[0], device=dev) if bias is None else b.to(dev).clone()
     vW,vb = torch.zeros_like(Wt),torch.zeros_like(b)
-    bs,epochs = int(bs),int(epochs)
-    n_steps,t = epochs*math.ceil(n/bs),0
+    bs,fit_epochs = int(bs),int(fit_epochs)
+    n_steps,t = fit_epochs*math.ceil(n/bs),0
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for _ in range(epochs):
+        for _ in range(fit_epochs):
             perm = torch.randperm(n, generator=g).to(dev)
             for i in range(0, n, bs):
                 idx = perm[i:i+bs]
@@ -122,13 +122,13 @@ class HeadHistory:
     def __init__(self, K:int=10, # number of most recent optimised heads in the ensemble
                  keep_correct:bool=False, # keep per-epoch, per-sample correctness of the three classifiers
                  seed:int=0, # seeds the fits (epoch e uses seed+e)
-                 **fit_kwargs): # overrides of `FIT_DEFAULTS` (lr, momentum, wd, bs, epochs)
+                 **fit_kwargs): # overrides of `FH_FIT_DEFAULTS` (lr, momentum, wd, bs, fit_epochs)
         if not isinstance(K, (int, np.integer)) or K < 1: 
             raise ValueError(f"`K` must be a positive integer number of epochs to ensemble, got {K!r}")
-        unknown = set(fit_kwargs) - set(FIT_DEFAULTS)
-        if unknown: raise TypeError(f"unknown head-fit parameter(s) {sorted(unknown)}; valid: {list(FIT_DEFAULTS)}")
+        unknown = set(fit_kwargs) - set(FH_FIT_DEFAULTS)
+        if unknown: raise TypeError(f"unknown head-fit parameter(s) {sorted(unknown)}; valid: {list(FH_FIT_DEFAULTS)}")
         self.K,self.keep_correct,self.seed = int(K),keep_correct,int(seed)
-        self.fit_kwargs = {**FIT_DEFAULTS, **fit_kwargs}
+        self.fit_kwargs = {**FH_FIT_DEFAULTS, **fit_kwargs}
         self.probs,self.correct,self.epoch = deque(maxlen=self.K),[],0
 
     def step(self, train_feats, # (N, d) this epoch's training features
@@ -264,6 +264,7 @@ class FeatureStore:
 class FeatureHistory(ColumnCallback):
     "Capture the head's input features, fit each epoch's optimised head, report original, optimised and ensemble accuracy"
     columns = ['fh_original', 'fh_optimised', 'fh_ensemble']
+    needs_curves = True   # a `CurveRecorder` joins the learner, so `learn.curve_recorder.as_run()` is the run with the columns
     def __init__(self, K:int=10, # number of most recent optimised heads in the ensemble
                  layer:str|nn.Module|None=None, # the linear head: a name in `model.named_modules()`, the module, or None for the last `nn.Linear`
                  max_train_mb:float=256, # cap on one epoch's stored training features; above it a uniform subsample is kept, with a warning
@@ -271,7 +272,7 @@ class FeatureHistory(ColumnCallback):
                  keep_features:bool=False, # keep every epoch's features and head (`saved`); unbounded memory, for analysis
                  seed:int=0, # seeds the subsample and the head fits
                  every:int=1, # compute every `every` epochs (and on the last)
-                 **fit_kwargs): # overrides of `FIT_DEFAULTS` (lr, momentum, wd, bs, epochs)
+                 **fit_kwargs): # overrides of `FH_FIT_DEFAULTS` (lr, momentum, wd, bs, fit_epochs)
         super().__init__(every)
         self._hh_args = dict(K=K, keep_correct=keep_correct, seed=seed, **fit_kwargs)
         HeadHistory(**self._hh_args)   # validate K and the fit parameters now, not at the first epoch
@@ -355,12 +356,15 @@ class FeatureHistory(ColumnCallback):
         self._due = False
 
 # %% ../../nbs/20_fh.core.ipynb #e4642e39
-register_estimator('fh_ensemble', lambda: FromColumn('fh_ensemble'), callback=FeatureHistory, kind='internal',
+register_estimator('fh_ensemble', lambda: FromColumn('fh_ensemble', producer=FeatureHistory), callback=FeatureHistory,
+                   kind='internal',
                    doc='accuracy of the ensemble of the last 10 re-fitted linear heads on feature histories (Cao 2021)')
 
 # %% ../../nbs/20_fh.core.ipynb #938e8f08
+def _wall_and_cpu(): return np.array([time.perf_counter(), time.process_time()])
+
 def fh_overhead(make_learner, # `make_learner(cbs)` returns a fresh, identically seeded `Learner` with callbacks `cbs`
-                n_epoch:int, # epochs per fit
+                n_epochs:int, # epochs per fit
                 lr:float=1e-3, # learning rate
                 repeats:int=3, # fits with and without the callback each
                 **fh_kwargs, # `FeatureHistory` parameters
@@ -373,10 +377,8 @@ def fh_overhead(make_learner, # `make_learner(cbs)` returns a fresh, identically
             cb = FeatureHistory(**fh_kwargs)
             learn = make_learner([cb] if with_cb else [])
             with learn.no_logging(), (learn.no_bar() if hasattr(learn, 'no_bar') else nullcontext()):
-                t0,c0 = time.perf_counter(),time.process_time()
-                learn.fit(n_epoch, lr)
-                dt,dc = time.perf_counter() - t0,time.process_time() - c0
-            times[with_cb].append(dt); cpu[with_cb].append(dc)
+                dt,dc = timeit.Timer(lambda: learn.fit(n_epochs, lr), timer=_wall_and_cpu).timeit(number=1)
+            times[with_cb].append(float(dt)); cpu[with_cb].append(float(dc))
             if with_cb: shares.append(cb.seconds/(dt - cb.seconds))
     t0,t1 = float(np.median(times[False])),float(np.median(times[True]))
     c0,c1 = float(np.median(cpu[False])),float(np.median(cpu[True]))
