@@ -165,7 +165,7 @@ class ColumnCallback(Callback):
     "Base for callbacks that add estimate columns to the recorder's table and keep a per-epoch `history`"
     order = Recorder.order - 1
     columns:list = []
-    needs_curves = False  # True: a `CurveRecorder` is added to the learner if absent
+    needs_curves = True  # a `CurveRecorder` joins the learner if absent, so `learn.curve_recorder.as_run()` is the run
     def __init__(self, every:int=1 # compute every `every` epochs (NaN in between)
                 ):
         if int(every) < 1: raise ValueError(f"`every` must be a positive number of epochs, got {every}")
