@@ -3,6 +3,10 @@ import os, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
+from potential.workload import load_run, save_run
+from potential.bench import load_population
+
+MARKER = 0.4242  # an accuracy no run here reaches exactly
 
 def potential(*args, cache=None, timeout=600):
     env = {**os.environ, **({'POTENTIAL_CACHE': str(cache)} if cache else {})}
@@ -15,18 +19,21 @@ def test_no_command_prints_usage():
 def test_bench_help_lists_options():
     r = potential('bench', '--help')
     assert r.returncode == 0
-    for opt in ('--quick', '--runs', '--epochs', '--dataset', '--estimators', '--out'): assert opt in r.stdout
+    for opt in ('--quick', '--runs', '--epochs', '--dataset', '--estimators', '--out', '--population', '--resamples'):
+        assert opt in r.stdout
 
 @pytest.mark.parametrize('args,msg', [
     (['--runs', '0'], '`n_runs` must be at least 3'),
     (['--epochs', '0'], '`n_epochs` must be at least 2'),
     (['--dataset', 'cifar10'], "valid names: ['digits', 'mnist1d']"),
     (['--estimators', 'last_seen,nope'], "unknown estimator(s) ['nope']; valid names:"),
+    (['--population', 'nope'], "`population` must be one of ['fresh', 'recorded'"),
 ])
-def test_bench_bad_input(args, msg):
-    r = potential('bench', *args)
+def test_bench_bad_input(args, msg, tmp_path):
+    r = potential('bench', *args, '--out', str(tmp_path/'out'), cache=tmp_path/'cache')
     assert r.returncode == 2, r.stderr
     assert msg in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'out').exists() and not (tmp_path/'cache').exists()   # refused before any work
 
 def test_list_estimators_shows_baselines():
     r = potential('bench', '--list_estimators')
@@ -45,7 +52,32 @@ def test_quick_bench_end_to_end(tmp_path):
     runs = pd.read_csv(out/'runs.csv')
     assert len(runs) == 8 and runs['final_valid_acc'].between(0, 1).all()
     assert (out/'bench_tau.png').stat().st_size > 1000
-    # the second call reads every run from the cache
+    tab = tab.set_index(['estimator', 'budget'])
+    for m in ('tau', 'rho', 'mae'):    # every score has its interval
+        ok = tab[m].notna()
+        assert (tab.loc[ok, f'{m}_low'] <= tab.loc[ok, m] + 1e-9).all() and (tab.loc[ok, m] <= tab.loc[ok, f'{m}_high'] + 1e-9).all()
+    assert tab.loc[('sotl_e', 0.5), 'baseline'] in {'last_seen', 'best_so_far', 'sotl_e'}
+    assert set(tab['status']) == {'ok'} and tab.groupby('budget')['best'].sum().eq(1).all()
+    # the second call reads every run from the cache: a marker written into each cached run shows up in its output
+    cached = sorted((tmp_path/'cache'/'runs').glob('*.json'))
+    assert len(cached) == 8
+    for f in cached:
+        run = load_run(f)
+        run.curves['valid_acc'][-1] = MARKER
+        save_run(run, f)
     r2 = potential('bench', '--quick', '--out', str(out), '--estimators', 'last_seen', cache=tmp_path/'cache')
-    assert r2.returncode == 0
-    assert len(list((tmp_path/'cache'/'runs').glob('*.json'))) == 8
+    assert r2.returncode == 0, r2.stderr
+    assert (pd.read_csv(out/'runs.csv')['final_valid_acc'] == MARKER).all(), "the second call retrained instead of reading the cache"
+    assert f'final valid acc {MARKER:.3f}..{MARKER:.3f}' in r2.stdout
+
+def test_recorded_population_scores_without_training(tmp_path):
+    out,cache = tmp_path/'out',tmp_path/'cache'
+    r = potential('bench', '--population', 'recorded', '--out', str(out), '--estimators', 'last_seen,best_so_far,sotl_e',
+                  '--resamples', '200', cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert 'recorded population' in r.stdout and 'tau@10%' in r.stdout and '[' in r.stdout   # τ with its interval
+    n = len(load_population('recorded'))
+    assert len(pd.read_csv(out/'runs.csv')) == n
+    tab = pd.read_csv(out/'bench.csv')
+    assert (tab['n'] == n).all() and tab['tau_low'].notna().all() and set(tab['status']) == {'ok'}
+    assert not list(cache.rglob('*.json'))      # nothing was trained, so nothing was cached
