@@ -228,24 +228,28 @@ class Registered:
     "An estimator known to the bench"
     name:str
     make:Callable  # () -> Estimator
-    callback:Callable|None = None  # () -> Callback that writes the estimator's column(s) during training
+    callback:Callable|None = None  # callback class that writes the estimator's column(s) while a population trains
     kind:str = 'curve'
     doc:str = ''
+    task:str = 'classification'  # the task it applies to: 'classification' (the bench's) or 'anticipation' (DSA-RNN)
 
 ESTIMATORS:dict = {}
 _KINDS = ('baseline', 'curve', 'internal', 'architecture')
+_TASKS = ('classification', 'anticipation')
 
 def register_estimator(name:str, # unique name, used on the command line and in tables
                        make:Callable, # makes a fresh `Estimator`
-                       callback:Callable|None=None, # makes the callback whose column the estimator reads
+                       callback:Callable|None=None, # the callback class whose column the estimator reads
                        kind:str='curve', # one of 'baseline', 'curve', 'internal', 'architecture'
-                       doc:str=''): # one line for listings
+                       doc:str='', # one line for listings
+                       task:str='classification'): # one of 'classification', 'anticipation'
     "Register an estimator for `potential bench` (re-registering a name replaces it)"
     if not re.fullmatch(r'[a-z][a-z0-9_]*', name): 
         raise ValueError(f"`name` must be snake_case letters, digits and underscores, got {name!r}")
     if kind not in _KINDS: raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}")
+    if task not in _TASKS: raise ValueError(f"`task` must be one of {_TASKS}, got {task!r}")
     if not callable(make): raise TypeError("`make` must be a function that returns an `Estimator`")
-    ESTIMATORS[name] = Registered(name, make, callback, kind, doc)
+    ESTIMATORS[name] = Registered(name, make, callback, kind, doc, task)
     return ESTIMATORS[name]
 
 def get_estimators(names:str|list|None=None # names, a comma-separated string, or None/'all' for all
@@ -253,6 +257,7 @@ def get_estimators(names:str|list|None=None # names, a comma-separated string, o
     "The registered estimators called `names`, with an error listing the valid names for unknown ones"
     if names is None or names == 'all': return list(ESTIMATORS.values())
     if isinstance(names, str): names = [n.strip() for n in names.split(',') if n.strip()]
+    if not names: raise ValueError(f"no estimator named; valid names: {sorted(ESTIMATORS)}")
     unknown = [n for n in names if n not in ESTIMATORS]
     if unknown: raise ValueError(f"unknown estimator(s) {unknown}; valid names: {sorted(ESTIMATORS)}")
     return [ESTIMATORS[n] for n in names]
