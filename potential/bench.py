@@ -13,17 +13,7 @@ from sklearn.model_selection import GroupKFold
 from fastcore.basics import camel2snake, class2attr
 from .core import *
 from .metrics import score, bootstrap_counts, bootstrap_scores, percentile_interval, INTERVAL_METRICS
-from .workload import run_workload
-try: from potential.workload import load_population, POPULATIONS
-except ImportError:   # TEMPORARY stand-in
-    POPULATIONS = ('recorded',)
-    _STAND_IN = {}
-    def load_population(name):
-        if name not in POPULATIONS: raise ValueError(f"unknown population {name!r}; valid names: {list(POPULATIONS)}")
-        if name not in _STAND_IN:
-            from potential.fh.core import FeatureHistory
-            _STAND_IN[name] = run_workload(12, 6, callbacks=[FeatureHistory], n_train=2000, progress=False)
-        return _STAND_IN[name]
+from .workload import run_workload, load_population, POPULATIONS
 from .data import check_dataset
 
 # %% auto #0
@@ -73,21 +63,15 @@ def estimate_matrix(reg:Registered, # a registered estimator
 # %% ../nbs/05_bench.ipynb #4baf214a
 def _failed(e:Exception)->str: return f"failed: {type(e).__name__}: {e}"
 
-def _callback_names(cb)->set:
-    "Names a callback maker's callbacks may be recorded under in `run.meta['errors']`"
-    while isinstance(cb, partial): cb = cb.func
-    if not isinstance(cb, type):
-        try: cb = type(cb())
-        except Exception: return set()
-    return {cb.__name__, camel2snake(cb.__name__), class2attr(cb, 'Callback')}
-
 def _training_error(reg:Registered, runs:list[Run])->str|None:
-    "The error that `reg`'s callback raised while a run trained, if any (`train_run` records it in `meta['errors']`)"
+    "The error of `reg`'s callback: it cannot be made, or it raised while a run trained (`meta['errors']`, by name)"
     if reg.callback is None: return None
-    names = _callback_names(reg.callback)
+    try: cb = reg.callback()
+    except Exception as e: return _failed(e)
+    names = {type(cb).__name__, getattr(cb, 'name', type(cb).__name__)}   # `train_run` records errors by `cb.name`
     for r in runs:
         for k,msg in (r.meta.get('errors') or {}).items():
-            if k in names: return msg if str(msg).startswith('failed') else f"failed: {msg}"
+            if k in names: return f"failed: {msg}"
 
 def _estimates(reg, runs, budgets, **kwargs):
     "(estimates, predicts_accuracy, status) of one estimator; every error becomes a status, never an exception"
@@ -239,6 +223,9 @@ def bench(n_runs:int=24, # runs in a fresh population
         if int(n_epochs) < 2: raise ValueError(f"`n_epochs` must be at least 2 (budgets are fractions of it), got {n_epochs}")
     load_estimators()
     regs = get_estimators(estimators)
+    other = [r.name for r in regs if r.task != 'classification']
+    if estimators == 'all': regs = [r for r in regs if r.task == 'classification']
+    elif other: raise ValueError(f"estimator(s) {other} are for another task than the bench's classification runs")
     t0 = time.time()
     if population == 'fresh':
         cbs = list(dict.fromkeys(r.callback for r in regs if r.callback is not None and _makes_callback(r)))

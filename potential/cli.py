@@ -30,7 +30,7 @@ def bench_cli(runs:int=24, # number of networks in a fresh population
     try: bench(n_runs=runs, n_epochs=epochs, dataset=dataset, estimators=estimators, seed=seed, out=out, quick=quick,
                cache=not no_cache, population=population, n_resamples=resamples,
                progress=sys.stdout.isatty())  # no bar in logs and notebooks
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:   # the user's input, or a recorded population missing or corrupt
         print(f"potential bench: error: {e}", file=sys.stderr)
         sys.exit(2)
 
