@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
-from fastcore.basics import camel2snake, class2attr
 from .core import *
 from .metrics import score, bootstrap_counts, bootstrap_scores, percentile_interval, INTERVAL_METRICS
 from .workload import run_workload, load_population, POPULATIONS
