@@ -10,32 +10,32 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['LAYER_TYPES', 'TYPE_NAMES', 'MAX_KERNEL', 'CH_SCALE', 'CH_MIN', 'CH_MAX', 'CH_SAME', 'ratio_code', 'code_ratio',
-           'layer_codes', 'describe_codes']
+__all__ = ['PEEPHOLE_LAYER_TYPES', 'PEEPHOLE_TYPE_NAMES', 'PEEPHOLE_MAX_KERNEL', 'PEEPHOLE_CH_SCALE', 'PEEPHOLE_CH_MIN',
+           'PEEPHOLE_CH_MAX', 'PEEPHOLE_CH_SAME', 'ratio_code', 'code_ratio', 'layer_codes', 'describe_codes']
 
 # %% ../../nbs/40_peephole.codes.ipynb #725c0876
-LAYER_TYPES = {'conv': 1, 'maxpool': 2, 'avgpool': 3, 'relu': 4, 'sigmoid': 5, 'tanh': 6, 'bn': 7}  # TY codes
-TYPE_NAMES = {v: k for k, v in LAYER_TYPES.items()}
-MAX_KERNEL = 5  # largest kernel size with its own code (larger ones are clipped)
-CH_SCALE = 4  # CH = round(CH_SCALE * out/in ratio): bins of width 1/CH_SCALE
-CH_MIN, CH_MAX = 1, 12  # ratio 0.25 .. 3
-CH_SAME = CH_SCALE  # code of ratio 1 (pools, activations, BN)
+PEEPHOLE_LAYER_TYPES = {'conv': 1, 'maxpool': 2, 'avgpool': 3, 'relu': 4, 'sigmoid': 5, 'tanh': 6, 'bn': 7}  # TY codes
+PEEPHOLE_TYPE_NAMES = {v: k for k, v in PEEPHOLE_LAYER_TYPES.items()}
+PEEPHOLE_MAX_KERNEL = 5  # largest kernel size with its own code (larger ones are clipped)
+PEEPHOLE_CH_SCALE = 4  # CH = round(PEEPHOLE_CH_SCALE * out/in ratio): bins of width 1/PEEPHOLE_CH_SCALE
+PEEPHOLE_CH_MIN, PEEPHOLE_CH_MAX = 1, 12  # ratio 0.25 .. 3
+PEEPHOLE_CH_SAME = PEEPHOLE_CH_SCALE  # code of ratio 1 (pools, activations, BN)
 
 def ratio_code(ratio:float, # out/in channel ratio
                warn:bool=True, # warn when the ratio is outside [0.25, 3] and gets clipped
                what:str='layer'): # name used in the warning
     "The CH code of a channel ratio: `round(4*ratio)` clipped to [1, 12]"
     if not np.isfinite(ratio) or ratio <= 0: raise ValueError(f"channel ratio of {what} must be positive, got {ratio}")
-    c = int(round(CH_SCALE * float(ratio)))
-    if not CH_MIN <= c <= CH_MAX:
-        if warn: warnings.warn(f"{what}: channel ratio {ratio:.3g} outside [{CH_MIN/CH_SCALE}, {CH_MAX/CH_SCALE}], "
-                               f"clipped to {min(max(c, CH_MIN), CH_MAX)/CH_SCALE}")
-        c = min(max(c, CH_MIN), CH_MAX)
+    c = int(round(PEEPHOLE_CH_SCALE * float(ratio)))
+    if not PEEPHOLE_CH_MIN <= c <= PEEPHOLE_CH_MAX:
+        if warn: warnings.warn(f"{what}: channel ratio {ratio:.3g} outside [{PEEPHOLE_CH_MIN/PEEPHOLE_CH_SCALE}, {PEEPHOLE_CH_MAX/PEEPHOLE_CH_SCALE}], "
+                               f"clipped to {min(max(c, PEEPHOLE_CH_MIN), PEEPHOLE_CH_MAX)/PEEPHOLE_CH_SCALE}")
+        c = min(max(c, PEEPHOLE_CH_MIN), PEEPHOLE_CH_MAX)
     return c
 
 def code_ratio(code:int)->float:
     "The channel ratio a CH code stands for"
-    return code / CH_SCALE
+    return code / PEEPHOLE_CH_SCALE
 
 # %% ../../nbs/40_peephole.codes.ipynb #a53f20a5
 _CONV = (nn.Conv1d, nn.Conv2d)
@@ -56,9 +56,9 @@ def _kernel(m, name):
     k = m.kernel_size
     k = ((k,) if isinstance(m, _1D) else (k, k)) if isinstance(k, int) else tuple(k)
     kh, kw = (1, k[0]) if len(k) == 1 else k
-    if max(kh, kw) > MAX_KERNEL:
-        warnings.warn(f"layer {name!r}: kernel {k} larger than {MAX_KERNEL}, clipped to {MAX_KERNEL}")
-    return min(kw, MAX_KERNEL), min(kh, MAX_KERNEL)
+    if max(kh, kw) > PEEPHOLE_MAX_KERNEL:
+        warnings.warn(f"layer {name!r}: kernel {k} larger than {PEEPHOLE_MAX_KERNEL}, clipped to {PEEPHOLE_MAX_KERNEL}")
+    return min(kw, PEEPHOLE_MAX_KERNEL), min(kh, PEEPHOLE_MAX_KERNEL)
 
 # %% ../../nbs/40_peephole.codes.ipynb #d11378c7
 def layer_codes(model:nn.Module, # the network (layers in a possibly nested `nn.Sequential`)
@@ -77,16 +77,16 @@ def layer_codes(model:nn.Module, # the network (layers in a possibly nested `nn.
                 if lenient and not first: continue  # a projection on a skip path: not on the coded sequence
                 raise ValueError(f"layer {name!r} ({m}) expects {m.in_channels} input channels but receives {ch}")
             kw, kh = _kernel(m, name)
-            rows.append((LAYER_TYPES['conv'], kw, kh, ratio_code(m.out_channels/ch, warn=not first, what=f'layer {name!r}')))
+            rows.append((PEEPHOLE_LAYER_TYPES['conv'], kw, kh, ratio_code(m.out_channels/ch, warn=not first, what=f'layer {name!r}')))
             ch, first = m.out_channels, False
         elif type(m) in _POOLS:
             kw, kh = _kernel(m, name)
-            rows.append((LAYER_TYPES[_POOLS[type(m)]], kw, kh, CH_SAME))
+            rows.append((PEEPHOLE_LAYER_TYPES[_POOLS[type(m)]], kw, kh, PEEPHOLE_CH_SAME))
         elif type(m) in _SIMPLE:
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.num_features != ch:
                 if lenient: continue  # normalises a skip path
                 raise ValueError(f"layer {name!r} ({m}) normalises {m.num_features} channels but receives {ch}")
-            rows.append((LAYER_TYPES[_SIMPLE[type(m)]], 1, 1, CH_SAME))
+            rows.append((PEEPHOLE_LAYER_TYPES[_SIMPLE[type(m)]], 1, 1, PEEPHOLE_CH_SAME))
         else:
             raise ValueError(f"layer {name!r} ({type(m).__name__}) has no unified layer code; supported: Conv1d/2d, "
                              "Max/AvgPool1d/2d, ReLU, Sigmoid, Tanh, BatchNorm1d/2d (Dropout/Identity are skipped, "
@@ -98,7 +98,7 @@ def describe_codes(codes)->list[str]:
     "Readable names of coded layers, e.g. 'conv3x1 x1.5'"
     out = []
     for ty, kw, kh, ch in np.asarray(codes).tolist():
-        n = TYPE_NAMES.get(ty, f'?{ty}')
+        n = PEEPHOLE_TYPE_NAMES.get(ty, f'?{ty}')
         if ty == 1: n += f'{kw}x{kh} x{code_ratio(ch):g}'
         elif ty in (2, 3): n += f'{kw}x{kh}'
         out.append(n)

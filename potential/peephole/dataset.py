@@ -4,99 +4,98 @@
 
 # %% ../../nbs/43_peephole.dataset.ipynb #3f6759b4
 from __future__ import annotations
-import gzip, hashlib, json, os, time, warnings
+import gzip, hashlib, json
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.basics import *
-from fastai.callback.progress import *
-from fastai.callback.schedule import *
-from fastprogress import progress_bar
-from ..core import CurveRecorder
-from ..data import get_dls, cache_dir
+from torch import nn
+from ..core import Run, CURVE_KEYS
+from ..data import cache_dir, asset_path, check_dataset, INPUT_SHAPES, N_CLASSES
+from ..workload import register_space, train_population
 from .codes import *
 from .generate import *
+from .model import _refuse_shipped
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ASSET', 'train_codes', 'default_cache', 'generate_dataset', 'write_asset', 'PeepholeData',
-           'load_peephole_data', 'arch_key', 'split_networks']
+__all__ = ['PEEPHOLE_SCHEDULE', 'PEEPHOLE_DATA_ASSET', 'codes_config', 'build_codes_model', 'sample_codes_config',
+           'peephole_configs', 'run_record', 'generate_dataset', 'write_asset', 'PeepholeData', 'load_peephole_data',
+           'arch_key', 'split_networks']
 
 # %% ../../nbs/43_peephole.dataset.ipynb #43a48f82
-SCHEDULE = dict(dataset='mnist1d', n_train=1000, bs=64, lr=1e-2, epochs=6, widths=(8, 16, 32), dim=1)  # the fixed schedule
+PEEPHOLE_SCHEDULE = dict(dataset='mnist1d', n_train=1000, bs=64, lr=1e-2, n_epochs=6, widths=(8, 16, 32), dim=1,
+                         opt='adam', sched='one_cycle')  # the fixed schedule of the data set
 
-def train_codes(codes, # int (L, 4) layer codes
-                dls:DataLoaders, # data (MNIST-1D: 1-D input)
-                epochs:int=SCHEDULE['epochs'], # length of the schedule
-                lr:float=SCHEDULE['lr'], # peak learning rate of the one-cycle schedule
-                width:int=SCHEDULE['widths'][0], # stem width passed to `build_from_codes`
-                dim:int=SCHEDULE['dim'], # 1 or 2
-                seed:int=0, # torch seed for the initialisation and batch order
-               )->dict: # per-epoch curves plus wall and CPU seconds
-    "Build the network of `codes`, train it with fastai and return its curves"
-    torch.manual_seed(seed)
-    m = build_from_codes(codes, in_channels=1, n_classes=dls.c, dim=dim, width=width)
-    cr = CurveRecorder()
-    learn = Learner(dls, m, loss_func=CrossEntropyLossFlat(), cbs=[cr])
-    t, c = time.time(), time.process_time()
-    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn.fit_one_cycle(epochs, lr)
-    curves = {k: [float(v) for v in vs] for k, vs in cr.curves.items()}
-    return dict(**curves, secs=time.time()-t, cpu_secs=time.process_time()-c,
-                n_params=int(sum(p.numel() for p in m.parameters())))
+def codes_config(codes, # int (L, 4) layer codes
+                 schedule:dict|None=None, # overrides of `PEEPHOLE_SCHEDULE`
+                )->dict: # a config of the design space 'codes'
+    "The `train_run` config that trains the network of `codes` on the Peephole schedule"
+    s = {**PEEPHOLE_SCHEDULE, **(schedule or {})}
+    check_dataset(s['dataset'])
+    return dict(space='codes', codes=np.asarray(codes, dtype=np.int64).tolist(), width=int(s['widths'][0]), dim=int(s['dim']),
+                dataset=s['dataset'], bs=int(s['bs']), lr=float(s['lr']), opt=s['opt'], sched=s['sched'])
+
+def build_codes_model(config:dict)->nn.Sequential:
+    "The model of a 'codes' config: `build_from_codes` with its codes, stem width, dimension and data set"
+    missing = [k for k in ('codes', 'width', 'dim', 'dataset') if k not in config]
+    if missing: raise ValueError(f"a 'codes' config needs {missing}; make it with `codes_config(codes)`")
+    ds = config['dataset']; check_dataset(ds)
+    return build_from_codes(config['codes'], in_channels=INPUT_SHAPES[ds][0], n_classes=N_CLASSES[ds],
+                            dim=int(config['dim']), width=int(config['width']))
+
+def sample_codes_config(rng:np.random.Generator, # the source of randomness
+                        dataset:str='mnist1d')->dict:
+    "A 'codes' config of a network sampled by `sample_arch` (1-D convs for MNIST-1D, 2-D for digits)"
+    check_dataset(dataset)
+    dim = len(INPUT_SHAPES[dataset]) - 1
+    return codes_config(sample_arch(rng, dim=dim, widths=PEEPHOLE_SCHEDULE['widths']), dict(dataset=dataset, dim=dim))
+
+_ = register_space('codes', build_codes_model, sample=sample_codes_config,
+                   doc="Peephole's sampled networks: a block from its Markov chain on a three-stage skeleton (layer codes)")
 
 # %% ../../nbs/43_peephole.dataset.ipynb #c7c67ef7
-def _read_jsonl(path):
-    "Records of the cache `path` and of its parallel parts `path.part*`, by network index"
-    recs, path = {}, Path(path)
-    for f in [path, *sorted(path.parent.glob(path.name + '.part*'))]:
-        if not f.exists(): continue
-        for line in f.read_text().splitlines():
-            try: r = json.loads(line)
-            except json.JSONDecodeError: continue  # a line cut by an interruption
-            recs[r['i']] = r
-    return recs
-
-def default_cache()->Path: return cache_dir()/'peephole'/'mnist1d_v1.jsonl'
-
-def generate_dataset(n:int, # number of networks
-                     path:str|Path|None=None, # JSON-lines cache (default: `cache_dir()/peephole/mnist1d_v1.jsonl`)
+def peephole_configs(n_networks:int, # number of networks
                      seed:int=0, # data-set seed: network i is sampled from `default_rng([seed, i])`
-                     schedule:dict|None=None, # overrides of `SCHEDULE`
+                     schedule:dict|None=None, # overrides of `PEEPHOLE_SCHEDULE`
+                    )->list[dict]: # 'codes' configs of networks 0..n_networks-1
+    "The configs of the data set's networks (sampling only, no training)"
+    if int(n_networks) < 1: raise ValueError(f"`n_networks` must be a positive number of networks, got {n_networks}")
+    s = {**PEEPHOLE_SCHEDULE, **(schedule or {})}
+    return [codes_config(sample_arch(np.random.default_rng([seed, i]), dim=s['dim'], widths=tuple(s['widths'])), s)
+            for i in range(int(n_networks))]
+
+def run_record(run:Run, # a run of a 'codes' config
+               i:int, # the network's index in the data set
+               seed:int, # the data-set seed
+               schedule:dict, # the schedule it was trained on
+              )->dict: # codes, curves, timing and size of one network
+    "One record of the data set, read off a `Run`"
+    return dict(i=int(i), seed=int(seed), codes=run.config['codes'], **{k: [float(v) for v in run[k]] for k in CURVE_KEYS},
+                secs=float(run.meta.get('seconds', float('nan'))), cpu_secs=float(run.meta.get('cpu_seconds', float('nan'))),
+                n_params=int(run.meta['n_params']),
+                schedule={k: list(v) if isinstance(v, tuple) else v for k, v in schedule.items()})
+
+def generate_dataset(n_networks:int, # number of networks
+                     seed:int=0, # data-set seed: network i is sampled from `default_rng([seed, i])`
+                     schedule:dict|None=None, # overrides of `PEEPHOLE_SCHEDULE`
                      progress:bool=True, # show a progress bar
-                     part:int=0, # this worker's part (networks i with i % n_parts == part)
-                     n_parts:int=1, # number of parallel workers (each writes `path.part{part}`)
-                    )->list[dict]: # the records of networks 0..n-1 (of this part if `n_parts` > 1)
-    "Sample and train `n` networks, resuming from the records already in `path`"
-    if int(n) < 1: raise ValueError(f"`n` must be a positive number of networks, got {n}")
-    if not 0 <= part < n_parts: raise ValueError(f"`part` must be in [0, {n_parts}), got {part}")
-    sch = {**SCHEDULE, **(schedule or {})}
-    path = Path(path) if path is not None else default_cache()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recs = _read_jsonl(path)
-    mine = [i for i in range(n) if i % n_parts == part]
-    todo = [i for i in mine if i not in recs]
-    out = path if n_parts == 1 else path.with_name(f'{path.name}.part{part}')
-    if todo:
-        torch.set_num_threads(1)
-        dls = get_dls(sch['dataset'], bs=sch['bs'], n_train=sch['n_train'], device='cpu')
-        for i in (progress_bar(todo) if progress else todo):
-            codes = sample_arch(np.random.default_rng([seed, i]), dim=sch['dim'], widths=tuple(sch['widths']))
-            r = dict(i=i, seed=seed, codes=codes.tolist(), **train_codes(codes, dls, sch['epochs'], sch['lr'],
-                     sch['widths'][0], sch['dim'], seed=seed*1_000_003 + i), schedule=sch)
-            with open(out, 'a') as f: f.write(json.dumps(r) + '\n')
-            recs[i] = r
-    return [recs[i] for i in mine]
+                     n_workers:int=1, # worker processes of `train_population`
+                    )->list[dict]: # the records of networks 0..n_networks-1
+    "Sample and train `n_networks` networks with `train_population` (cached and resumable) and return their records"
+    s = {**PEEPHOLE_SCHEDULE, **(schedule or {})}
+    cfgs = peephole_configs(n_networks, seed, s)
+    runs = train_population(cfgs, n_epochs=int(s['n_epochs']), seed=seed*1_000_003, n_train=s['n_train'],
+                            progress=progress, n_workers=n_workers, names=[f'peephole{i:04d}' for i in range(len(cfgs))])
+    return [run_record(r, i, seed, s) for i, r in enumerate(runs)]
 
 # %% ../../nbs/43_peephole.dataset.ipynb #74bd80ce
-import potential
-ASSET = Path(potential.__file__).parent/'assets'/'peephole_mnist1d.json.gz'  # the shipped data set
+PEEPHOLE_DATA_ASSET = asset_path('peephole_mnist1d.json.gz')  # the shipped data set
 
 def write_asset(recs:list[dict], # records from `generate_dataset`
-                path:str|Path|None=None): # default: the package's `assets/peephole_mnist1d.json.gz`
-    "Write the data set (codes, curves, timings, schedule) as gzipped JSON"
-    path = Path(path) if path is not None else ASSET
+                path:str|Path|None=None, # default: `cache_dir()/peephole/peephole_mnist1d.json.gz`; never the shipped asset
+               )->Path: # the file written
+    "Write the data set (codes, curves, timings, schedule) as gzipped JSON, to the cache unless told otherwise"
+    path = _refuse_shipped(path if path is not None else cache_dir()/'peephole'/PEEPHOLE_DATA_ASSET.name, 'the Peephole data set')
     keep = ('i', 'seed', 'codes', 'valid_acc', 'train_loss', 'valid_loss', 'secs', 'cpu_secs', 'n_params')
     def rnd(v): return [round(x, 5) for x in v] if isinstance(v, list) and v and isinstance(v[0], float) else v
     d = dict(schedule=recs[0]['schedule'], networks=[{k: rnd(r[k]) for k in keep} for r in recs])
@@ -105,22 +104,23 @@ def write_asset(recs:list[dict], # records from `generate_dataset`
     return path
 
 class PeepholeData:
-    "The sampled networks: `codes` (list of (L, 4) int tensors), `curves` (N, epochs) valid accuracy, `df` per network"
+    "The sampled networks: `codes` (list of (L, 4) int tensors), `curves` (N, n_epochs) valid accuracy, `df` per network"
     def __init__(self, recs:list[dict], schedule:dict):
-        self.schedule, self.recs = schedule, recs
+        self.schedule = {('n_epochs' if k == 'epochs' else k): v for k, v in schedule.items()}  # files before `n_epochs` say `epochs`
+        self.recs = recs
         self.codes = [torch.tensor(r['codes'], dtype=torch.long) for r in recs]
         self.curves = np.array([r['valid_acc'] for r in recs], dtype=float)
         self.train_loss = np.array([r['train_loss'] for r in recs], dtype=float)
         self.df = pd.DataFrame(dict(i=[r['i'] for r in recs], n_layers=[len(c) for c in self.codes],
                                     n_params=[r['n_params'] for r in recs], final_acc=self.curves[:, -1],
-                                    secs=[r['secs'] for r in recs], cpu_secs=[r['cpu_secs'] for r in recs]))
+                                    secs=[r['secs'] for r in recs], cpu_secs=[r.get('cpu_secs', np.nan) for r in recs]))
     def __len__(self): return len(self.recs)
     def __repr__(self): return f"PeepholeData({len(self)} networks, {self.curves.shape[1]} epochs)"
 
 def load_peephole_data(path:str|Path|None=None # gzipped JSON from `write_asset` (default: the shipped asset)
                       )->PeepholeData:
     "The shipped (or a saved) data set of sampled networks"
-    path = Path(path) if path is not None else ASSET
+    path = Path(path) if path is not None else PEEPHOLE_DATA_ASSET
     if not Path(path).exists(): raise FileNotFoundError(f"no Peephole data set at {path}")
     with gzip.open(path, 'rt') as f: d = json.load(f)
     return PeepholeData(d['networks'], d['schedule'])

@@ -10,70 +10,79 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.svm import NuSVR
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.model_selection import GridSearchCV
-import potential
+from sklearn.utils.validation import check_is_fitted, check_X_y, check_array
 from ..core import *
-from ..metrics import kendall_tau, r2
+from ..data import asset_path
+from ..metrics import kendall_tau, r2, rmse
 from .codes import *
 from .model import Peephole
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'arch_features', 'svr_features', 'NuSVRCurve', 'score_table', 'model_codes', 'PeepholeEstimator']
+__all__ = ['PEEPHOLE_WEIGHTS_ASSET', 'arch_features', 'svr_features', 'NuSVRCurve', 'score_table', 'model_codes',
+           'PeepholeEstimator']
 
 # %% ../../nbs/44_peephole.eval.ipynb #148601dd
 def arch_features(codes)->np.ndarray:
     "Simple architecture features from layer codes (counts, mean conv kernel, log product of conv ratios)"
     c = np.asarray(codes)
     if c.ndim != 2 or c.shape[1] != 4 or len(c) == 0: raise ValueError(f"`codes` must be a non-empty (L, 4) array, got {c.shape}")
-    ty = c[:, 0]; conv = ty == LAYER_TYPES['conv']
-    counts = [len(c), *[(ty == t).sum() for t in range(1, len(LAYER_TYPES)+1)]]
+    ty = c[:, 0]; conv = ty == PEEPHOLE_LAYER_TYPES['conv']
+    counts = [len(c), *[(ty == t).sum() for t in range(1, len(PEEPHOLE_LAYER_TYPES)+1)]]
     k = c[conv, 1].mean() if conv.any() else 0.
-    logr = np.log(c[conv, 3] / CH_SCALE).sum() if conv.any() else 0.
+    logr = np.log(c[conv, 3] / PEEPHOLE_CH_SCALE).sum() if conv.any() else 0.
     return np.array([*counts, k, logr], dtype=float)
 
-def svr_features(codes, # layer codes of one network
-                 curve, # its valid accuracy for the first epochs (the observed part)
-                )->np.ndarray:
-    "ν-SVR input: architecture features, the observed curve and its first and second differences"
+def _svr_row(codes, curve):
     v = np.asarray(curve, dtype=float)
-    if v.ndim != 1 or len(v) == 0: raise ValueError("`curve` must be a non-empty 1-D sequence of accuracies")
     d1 = np.diff(v) if len(v) > 1 else np.zeros(1)
     d2 = np.diff(v, 2) if len(v) > 2 else np.zeros(1)
     return np.concatenate([arch_features(codes), v, d1, d2])
 
-class NuSVRCurve:
-    "Baker et al.'s ν-SVR: architecture features + first epochs of the curve → final accuracy"
-    def __init__(self, seen:int, # epochs of the curve used (25% of the schedule in the paper)
-                 grid:dict|None=None): # `GridSearchCV` grid over the pipeline's `nusvr__C` and `nusvr__nu`
-        if int(seen) < 1: raise ValueError(f"`seen` must be at least one epoch, got {seen}")
-        self.seen = int(seen)
-        self.grid = grid or {'nusvr__C': [0.1, 1, 10], 'nusvr__nu': [0.25, 0.5, 0.75]}
-    def _X(self, codes_list, curves):
-        curves = np.asarray(curves, dtype=float)
-        if curves.ndim != 2 or curves.shape[1] < self.seen:
-            raise ValueError(f"`curves` must be (N, >= {self.seen}) accuracies, got shape {curves.shape}")
-        return np.stack([svr_features(c, v[:self.seen]) for c, v in zip(codes_list, curves)])
-    def fit(self, codes_list, curves, final):
-        "Fit on networks with their curves (N, >= seen) and final accuracies (N,)"
+def svr_features(codes_list:list, # layer codes of the networks
+                 curves, # (N, >= seen) valid accuracy per epoch
+                 seen:int, # epochs of each curve the features use (the observed part of training)
+                )->np.ndarray: # (N, n_features): architecture features, the observed curve, its 1st and 2nd differences
+    "The ν-SVR input matrix of networks whose first `seen` epochs are known"
+    if int(seen) < 1: raise ValueError(f"`seen` must be at least one epoch, got {seen}")
+    curves = np.asarray(curves, dtype=float)
+    if curves.ndim != 2 or curves.shape[1] < seen or len(curves) != len(codes_list):
+        raise ValueError(f"`curves` must be ({len(codes_list)}, >= {seen}) accuracies, one row per network, got shape {curves.shape}")
+    return np.stack([_svr_row(c, v[:int(seen)]) for c, v in zip(codes_list, curves)])
+
+class NuSVRCurve(RegressorMixin, BaseEstimator):
+    "Baker et al.'s ν-SVR as a scikit-learn regressor: standardised features → RBF `NuSVR`, `C` and `ν` chosen by inner CV"
+    def __init__(self, C:tuple=(0.1, 1, 10), # grid of `NuSVR`'s `C`
+                 nu:tuple=(0.25, 0.5, 0.75), # grid of `NuSVR`'s `nu`
+                 cv:int=3): # inner folds of the grid search
+        self.C, self.nu, self.cv = C, nu, cv
+    def fit(self, X, y):
+        "Fit on feature rows `X` (e.g. from `svr_features`) and final accuracies `y`"
+        X, y = check_X_y(X, y, y_numeric=True)
+        grid = {'nusvr__C': list(self.C), 'nusvr__nu': list(self.nu)}
         pipe = make_pipeline(StandardScaler(), NuSVR(kernel='rbf'))
-        self.model = GridSearchCV(pipe, self.grid, cv=3, scoring='neg_mean_squared_error').fit(
-            self._X(codes_list, curves), np.asarray(final, dtype=float))
+        self.search_ = GridSearchCV(pipe, grid, cv=self.cv, scoring='neg_mean_squared_error').fit(X, y)
+        self.best_params_, self.n_features_in_ = self.search_.best_params_, X.shape[1]
         return self
-    def predict(self, codes_list, curves)->np.ndarray: return self.model.predict(self._X(codes_list, curves))
+    def predict(self, X)->np.ndarray:
+        "Predicted final accuracy of each row of `X`"
+        check_is_fitted(self, 'search_')
+        return self.search_.predict(check_array(X))
 
 def score_table(preds:dict, # method name -> predictions
                 final, # actual final accuracies
                )->pd.DataFrame:
     "MSE, Kendall τ and R² of each method (the paper's Table 3 metrics)"
     final = np.asarray(final, dtype=float)
-    return pd.DataFrame({k: dict(MSE=float(np.mean((np.asarray(p) - final)**2)), tau=kendall_tau(p, final), R2=r2(p, final))
+    return pd.DataFrame({k: dict(MSE=rmse(p, final)**2, tau=kendall_tau(p, final), R2=r2(p, final))
                          for k, p in preds.items()}).T
 
 # %% ../../nbs/44_peephole.eval.ipynb #2226fd5f
-WEIGHTS = Path(potential.__file__).parent/'assets'/'peephole_mnist1d.pt'  # the shipped predictor
+PEEPHOLE_WEIGHTS_ASSET = asset_path('peephole_mnist1d.pt')  # the shipped predictor
 
 def model_codes(model:nn.Module, # any torch model
                 in_channels:int|None=None, # input channels (default: those of the first conv)
@@ -89,7 +98,7 @@ def model_codes(model:nn.Module, # any torch model
     except ValueError as e:
         warnings.warn(f"Peephole cannot code this model: {e}; estimate is NaN")
         return None
-    if not (codes[:, 0] == LAYER_TYPES['conv']).any():
+    if not (codes[:, 0] == PEEPHOLE_LAYER_TYPES['conv']).any():
         warnings.warn("Peephole: no conv layer before the head (MLP?); it was trained on conv nets only: NaN")
         return None
     if (codes[:, 2] > 1).any(): warnings.warn("Peephole: 2-D kernels; the shipped predictor saw only 1-D (MNIST-1D) networks")
@@ -100,13 +109,19 @@ class PeepholeEstimator(Estimator):
     name, min_epochs, predicts_accuracy = 'peephole', 0, True
     def __init__(self, predictor:Peephole|None=None, # a fitted predictor (default: the shipped weights)
                  in_channels:int|None=None): # input channels (default: those of the model's first conv)
+        if predictor is not None and not isinstance(predictor, Peephole):
+            raise TypeError(f"`predictor` must be a fitted `Peephole` (or None for the shipped one), got {type(predictor).__name__}")
         self._predictor, self.in_channels = predictor, in_channels
     @property
     def predictor(self)->Peephole:
+        "The predictor: the one passed in, else the shipped weights (loaded once)"
         if self._predictor is None:
-            if not WEIGHTS.exists(): raise FileNotFoundError(f"shipped Peephole weights missing: {WEIGHTS}")
-            self._predictor = Peephole.load(WEIGHTS)
+            if not PEEPHOLE_WEIGHTS_ASSET.exists():
+                raise FileNotFoundError(f"shipped Peephole weights missing ({PEEPHOLE_WEIGHTS_ASSET.name}): pass "
+                                        "`predictor=Peephole(n_epochs).fit(codes_list, curves)` or `Peephole.load(path)`")
+            self._predictor = Peephole.load(PEEPHOLE_WEIGHTS_ASSET)
         return self._predictor
+    def check_ready(self): self.predictor  # load (or refuse) before the first epoch when used as a callback
     def estimate_model(self, model:nn.Module)->float:
         "Predicted final accuracy of `model` (plain function use, no `Run` needed)"
         codes = model_codes(model, self.in_channels)

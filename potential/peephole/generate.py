@@ -10,21 +10,22 @@ from torch import nn
 from .codes import *
 
 # %% auto #0
-__all__ = ['CHAIN_STATES', 'TRANSITIONS', 'P_BN', 'CONV_KERNELS', 'POOL_KERNELS', 'CONV_RATIOS', 'BLOCK_RATIO_RANGE',
-           'sample_block', 'sample_arch', 'GlobalPool', 'build_from_codes']
+__all__ = ['PEEPHOLE_CHAIN_STATES', 'PEEPHOLE_TRANSITIONS', 'PEEPHOLE_P_BN', 'PEEPHOLE_CONV_KERNELS', 'PEEPHOLE_POOL_KERNELS',
+           'PEEPHOLE_CONV_RATIOS', 'PEEPHOLE_BLOCK_RATIO_RANGE', 'sample_block', 'sample_arch', 'GlobalPool',
+           'build_from_codes']
 
 # %% ../../nbs/41_peephole.generate.ipynb #4ca7c63f
-CHAIN_STATES = ('conv', 'maxpool', 'avgpool', 'relu', 'sigmoid', 'tanh')
-TRANSITIONS = np.array([[.03, .03, .03, .31, .30, .30],
+PEEPHOLE_CHAIN_STATES = ('conv', 'maxpool', 'avgpool', 'relu', 'sigmoid', 'tanh')
+PEEPHOLE_TRANSITIONS = np.array([[.03, .03, .03, .31, .30, .30],
                         [.60, .05, .05, .10, .10, .10],
                         [.60, .05, .05, .10, .10, .10],
                         [.30, .30, .30, .00, .05, .05],
                         [.30, .30, .30, .05, .00, .05],
                         [.30, .30, .30, .05, .05, .00]])  # rows: current layer, columns: next (Peephole, supplement)
-P_BN = 0.6  # probability that a BatchNorm follows a conv
-CONV_KERNELS, POOL_KERNELS = (1, 3, 5), (3, 5)
-CONV_RATIOS = (0.5, 1., 1.5, 2.)
-BLOCK_RATIO_RANGE = (0.5, 3.)  # running product of conv ratios inside a block
+PEEPHOLE_P_BN = 0.6  # probability that a BatchNorm follows a conv
+PEEPHOLE_CONV_KERNELS, PEEPHOLE_POOL_KERNELS = (1, 3, 5), (3, 5)
+PEEPHOLE_CONV_RATIOS = (0.5, 1., 1.5, 2.)
+PEEPHOLE_BLOCK_RATIO_RANGE = (0.5, 3.)  # running product of conv ratios inside a block
 
 # %% ../../nbs/41_peephole.generate.ipynb #fbc99767
 def _check_rng(rng):
@@ -40,19 +41,19 @@ def sample_block(rng:np.random.Generator, # the source of randomness
     _check_rng(rng)
     if not 0 <= p_end < 1: raise ValueError(f"`p_end` must be in [0, 1), got {p_end}")
     if max_layers < 1 or max_convs < 1: raise ValueError("`max_layers` and `max_convs` must be at least 1")
-    lo, hi = BLOCK_RATIO_RANGE
+    lo, hi = PEEPHOLE_BLOCK_RATIO_RANGE
     layers, prod, state = [], 1., 'conv'
     while True:
         if state == 'conv':
-            ok = [r for r in CONV_RATIOS if lo <= prod*r <= hi]
+            ok = [r for r in PEEPHOLE_CONV_RATIOS if lo <= prod*r <= hi]
             r = ok[rng.integers(len(ok))]
             prod *= r
-            layers.append(('conv', int(rng.choice(CONV_KERNELS)), ratio_code(r)))
-            if len(layers) < max_layers and rng.random() < P_BN: layers.append(('bn', 1, CH_SAME))
-        elif state in ('maxpool', 'avgpool'): layers.append((state, int(rng.choice(POOL_KERNELS)), CH_SAME))
-        else: layers.append((state, 1, CH_SAME))
+            layers.append(('conv', int(rng.choice(PEEPHOLE_CONV_KERNELS)), ratio_code(r)))
+            if len(layers) < max_layers and rng.random() < PEEPHOLE_P_BN: layers.append(('bn', 1, PEEPHOLE_CH_SAME))
+        elif state in ('maxpool', 'avgpool'): layers.append((state, int(rng.choice(PEEPHOLE_POOL_KERNELS)), PEEPHOLE_CH_SAME))
+        else: layers.append((state, 1, PEEPHOLE_CH_SAME))
         if len(layers) >= max_layers or (len(layers) > 1 and rng.random() < p_end): break
-        state = CHAIN_STATES[rng.choice(len(CHAIN_STATES), p=TRANSITIONS[CHAIN_STATES.index(state)])]
+        state = PEEPHOLE_CHAIN_STATES[rng.choice(len(PEEPHOLE_CHAIN_STATES), p=PEEPHOLE_TRANSITIONS[PEEPHOLE_CHAIN_STATES.index(state)])]
         if state == 'conv' and sum(l[0] == 'conv' for l in layers) >= max_convs: break
     return layers
 
@@ -61,7 +62,7 @@ def _conv_out(ch, code, first, width):
     "Channels after a conv of CH `code` (the first conv of a network outputs `width`)"
     return width if first else max(1, int(round(ch * code_ratio(code))))
 
-def _layer_row(name, k, ch, dim): return (LAYER_TYPES[name], k, k if dim == 2 else 1, ch)
+def _layer_row(name, k, ch, dim): return (PEEPHOLE_LAYER_TYPES[name], k, k if dim == 2 else 1, ch)
 
 def sample_arch(rng:np.random.Generator, # the source of randomness
                 dim:int=1, # 1 for MNIST-1D (Conv1d), 2 for digits (Conv2d)
@@ -74,8 +75,8 @@ def sample_arch(rng:np.random.Generator, # the source of randomness
     if dim not in (1, 2): raise ValueError(f"`dim` must be 1 (MNIST-1D) or 2 (digits), got {dim}")
     if len(widths) != 3 or min(widths) < 8: raise ValueError(f"`widths` must be three stage widths of at least 8, got {widths}")
     block = sample_block(rng, **kwargs)
-    rows = [_layer_row('conv', 3, ratio_code(widths[0], warn=False), dim), _layer_row('bn', 1, CH_SAME, dim),
-            _layer_row('relu', 1, CH_SAME, dim)]
+    rows = [_layer_row('conv', 3, ratio_code(widths[0], warn=False), dim), _layer_row('bn', 1, PEEPHOLE_CH_SAME, dim),
+            _layer_row('relu', 1, PEEPHOLE_CH_SAME, dim)]
     ch = widths[0]
     for s, W in enumerate(widths):
         for _ in range(blocks_per_stage):
@@ -86,7 +87,7 @@ def sample_arch(rng:np.random.Generator, # the source of randomness
                 c = ratio_code(W / ch, warn=False)
                 rows.append(_layer_row('conv', 1, c, dim))
                 ch = _conv_out(ch, c, False, W)
-        if s < len(widths) - 1: rows.append(_layer_row('maxpool', 2, CH_SAME, dim))
+        if s < len(widths) - 1: rows.append(_layer_row('maxpool', 2, PEEPHOLE_CH_SAME, dim))
     return torch.tensor(rows, dtype=torch.long)
 
 # %% ../../nbs/41_peephole.generate.ipynb #c7480171
@@ -111,11 +112,11 @@ def build_from_codes(codes, # int (L, 4) layer codes, e.g. from `sample_arch` or
     acts = {4: nn.ReLU, 5: nn.Sigmoid, 6: nn.Tanh}
     layers, ch, first = [], int(in_channels), True
     for i, (ty, kw, kh, c) in enumerate(codes.tolist()):
-        if not (1 <= kw <= MAX_KERNEL and 1 <= kh <= MAX_KERNEL) or (dim == 1 and kh != 1):
-            raise ValueError(f"layer {i}: kernel {kw}x{kh} invalid for dim={dim} (1..{MAX_KERNEL}, KH=1 in 1-D)")
+        if not (1 <= kw <= PEEPHOLE_MAX_KERNEL and 1 <= kh <= PEEPHOLE_MAX_KERNEL) or (dim == 1 and kh != 1):
+            raise ValueError(f"layer {i}: kernel {kw}x{kh} invalid for dim={dim} (1..{PEEPHOLE_MAX_KERNEL}, KH=1 in 1-D)")
         k = kw if dim == 1 else (kh, kw)
         if ty == 1:
-            if not CH_MIN <= c <= CH_MAX: raise ValueError(f"layer {i}: CH code {c} outside [{CH_MIN}, {CH_MAX}]")
+            if not PEEPHOLE_CH_MIN <= c <= PEEPHOLE_CH_MAX: raise ValueError(f"layer {i}: CH code {c} outside [{PEEPHOLE_CH_MIN}, {PEEPHOLE_CH_MAX}]")
             out = _conv_out(ch, c, first, width)
             pad = kw//2 if dim == 1 else (kh//2, kw//2)
             layers.append(Conv(ch, out, k, padding=pad)); ch, first = out, False
@@ -127,5 +128,5 @@ def build_from_codes(codes, # int (L, 4) layer codes, e.g. from `sample_arch` or
             layers.append(Pools[ty](k, stride=stride, padding=pad))
         elif ty in acts: layers.append(acts[ty]())
         elif ty == 7: layers.append(BN(ch))
-        else: raise ValueError(f"layer {i}: unknown layer type TY={ty}; valid: {TYPE_NAMES}")
+        else: raise ValueError(f"layer {i}: unknown layer type TY={ty}; valid: {PEEPHOLE_TYPE_NAMES}")
     return nn.Sequential(nn.Sequential(*layers), GlobalPool(ch, n_classes, dim))

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from fastai.basics import *
 from fastai.callback.progress import *
 from fastai.callback.schedule import *
-from ..data import TensorDS, BatchDL
+from ..data import TensorDS, BatchDL, asset_path
 from .codes import *
 
 # %% auto #0
@@ -28,9 +28,9 @@ class PeepholeNet(nn.Module):
                  hidden:int=64, # LSTM hidden units
                  mlp:int=64): # units of the two hidden FC layers
         super().__init__()
-        self.ty = nn.Embedding(len(LAYER_TYPES)+1, emb, padding_idx=0)
-        self.k = nn.Embedding(MAX_KERNEL+1, emb, padding_idx=0)  # shared by KW and KH
-        self.ch = nn.Embedding(CH_MAX+1, emb, padding_idx=0)
+        self.ty = nn.Embedding(len(PEEPHOLE_LAYER_TYPES)+1, emb, padding_idx=0)
+        self.k = nn.Embedding(PEEPHOLE_MAX_KERNEL+1, emb, padding_idx=0)  # shared by KW and KH
+        self.ch = nn.Embedding(PEEPHOLE_CH_MAX+1, emb, padding_idx=0)
         self.lstm = nn.LSTM(4*emb, hidden, batch_first=True)
         self.ep = nn.Embedding(n_epochs+1, emb_epoch)
         self.head = nn.Sequential(nn.Linear(hidden+emb_epoch, mlp), nn.BatchNorm1d(mlp), nn.ReLU(),
@@ -55,21 +55,32 @@ def pad_codes(codes_list:list, # sequences of (L_i, 4) int codes
     for i, c in enumerate(cs):
         if c.ndim != 2 or c.shape[1] != 4 or len(c) == 0:
             raise ValueError(f"codes #{i} must be a non-empty (L, 4) array of layer codes, got shape {tuple(c.shape)}")
-        if (c < 0).any() or (c[:, 0] > len(LAYER_TYPES)).any() or (c[:, 1:3] > MAX_KERNEL).any() or (c[:, 3] > CH_MAX).any():
-            raise ValueError(f"codes #{i} hold values outside the code table (TY 1..7, KW/KH 1..{MAX_KERNEL}, CH 1..{CH_MAX})")
+        if (c < 0).any() or (c[:, 0] > len(PEEPHOLE_LAYER_TYPES)).any() or (c[:, 1:3] > PEEPHOLE_MAX_KERNEL).any() or (c[:, 3] > PEEPHOLE_CH_MAX).any():
+            raise ValueError(f"codes #{i} hold values outside the code table (TY 1..7, KW/KH 1..{PEEPHOLE_MAX_KERNEL}, CH 1..{PEEPHOLE_CH_MAX})")
     L = max(len(c) for c in cs)
     out = torch.zeros(len(cs), L, 4, dtype=torch.long)
     for i, c in enumerate(cs): out[i, :len(c)] = c
     return out, torch.tensor([len(c) for c in cs])
 
 # %% ../../nbs/42_peephole.model.ipynb #ba728647
+def _refuse_shipped(path, what:str='this file'):
+    "Raise if `path` lies in the package's `assets` folder: only `promote_asset` changes what the package ships"
+    path = Path(path).resolve()
+    if asset_path('').resolve() in path.parents:
+        raise ValueError(f"refusing to write {what} into the shipped assets ({path.name}): write it to `cache_dir()` "
+                         f"and copy it with `potential.data.promote_asset(src, {path.name!r}, overwrite=True)`")
+    return path
+
 class Peephole:
     "Fit, apply, save and load a `PeepholeNet` on (layer codes, learning curve) pairs"
-    def __init__(self, n_epochs:int, # epochs of the schedule the curves come from
+    def __init__(self, n_epochs:int, # planned epochs of the schedule the curves come from
                  **sizes): # `PeepholeNet` sizes (emb, emb_epoch, hidden, mlp)
         if int(n_epochs) < 1: raise ValueError(f"`n_epochs` must be positive, got {n_epochs}")
         self.n_epochs, self.sizes = int(n_epochs), sizes
-        self.net = PeepholeNet(self.n_epochs, **sizes)
+        self.net = None  # built by `fit` (or `load`) under its own seed
+
+    def _new_net(self, seed:int=0):
+        with no_random(seed): return PeepholeNet(self.n_epochs, **self.sizes)  # the caller's RNG state is untouched
 
     def _check_epoch(self, epoch):
         e = torch.as_tensor(np.asarray(epoch)).long()
@@ -80,21 +91,19 @@ class Peephole:
 
     def fit(self, codes_list:list, # layer codes of the training networks
             curves, # (N, n_epochs) valid accuracy per epoch (NaN: not recorded)
-            epochs:int=30, # predictor training epochs
+            fit_epochs:int=30, # the predictor's own training epochs
             lr:float=5e-3, # peak learning rate
             bs:int=128, # batch size
             wd:float=1e-2, # weight decay
             seed:int=0, # seed of initialisation and batch order
             valid_pct:float=0.): # fraction of *networks* held out (fastai shows its loss), 0 for none
-        "Train on every (network, epoch) pair with fastai"
+        "Train on every (network, epoch) pair with fastai; the caller's global RNG state is left as it was"
         curves = np.asarray(curves, dtype=np.float32)
         if curves.ndim != 2 or curves.shape != (len(codes_list), self.n_epochs):
             raise ValueError(f"`curves` must have shape ({len(codes_list)}, {self.n_epochs}), got {curves.shape}")
-        torch.manual_seed(seed)
-        self.net = PeepholeNet(self.n_epochs, **self.sizes)
+        if int(fit_epochs) < 1: raise ValueError(f"`fit_epochs` must be a positive number of epochs, got {fit_epochs}")
         codes, lens = pad_codes(codes_list)
-        rng = np.random.default_rng(seed)
-        nets = rng.permutation(len(codes))
+        nets = np.random.default_rng(seed).permutation(len(codes))
         n_val = int(round(valid_pct * len(codes)))
         def ds(idx):
             i, e = np.meshgrid(idx, np.arange(self.n_epochs), indexing='ij')
@@ -104,18 +113,21 @@ class Peephole:
             return TensorDS(codes[i], lens[i], torch.as_tensor(e + 1), torch.as_tensor(curves[i, e]))
         trn = ds(nets[n_val:])
         val = ds(nets[:n_val] if n_val else nets[:min(len(nets), 8)])
-        dls = DataLoaders(BatchDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, device='cpu'),
-                          BatchDL(val, bs=256, device='cpu'), device='cpu')
-        self.learn = Learner(dls, self.net, loss_func=MSELossFlat(), wd=wd)
-        with self.learn.no_bar(), (self.learn.no_logging() if not n_val else contextlib.nullcontext()):
-            self.learn.fit_one_cycle(epochs, lr)
+        self.net = self._new_net(seed)
+        with no_random(seed):  # seeds the batch order, restores the caller's RNG state on exit
+            dls = DataLoaders(BatchDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, device='cpu'),
+                              BatchDL(val, bs=256, device='cpu'), device='cpu')
+            self.learn = Learner(dls, self.net, loss_func=MSELossFlat(), wd=wd)
+            with self.learn.no_bar(), (self.learn.no_logging() if not n_val else contextlib.nullcontext()):
+                self.learn.fit_one_cycle(int(fit_epochs), lr)
         self.net.eval()
         return self
 
     def predict(self, codes_list:list, # layer codes of the networks
-                epoch=None, # an epoch in 1..n_epochs, one per network, or None for the last
+                epoch=None, # an epoch in 1..n_epochs, one per network, or None for the last (`n_epochs`)
                )->np.ndarray: # predicted accuracies
-        "Predicted validation accuracy of each network at `epoch`"
+        "Predicted validation accuracy of each network at `epoch` (default: the schedule's final epoch)"
+        if self.net is None: raise RuntimeError("this `Peephole` is not fitted: call `fit(codes_list, curves)` or `Peephole.load(path)`")
         codes, lens = pad_codes(codes_list)
         e = self._check_epoch(self.n_epochs if epoch is None else epoch)
         e = e.expand(len(codes)) if e.ndim == 0 else e
@@ -128,13 +140,17 @@ class Peephole:
         return np.stack([self.predict(codes_list, e) for e in range(1, self.n_epochs+1)], 1)
 
     def save(self, path:str|Path):
-        "Save sizes and weights (a small `torch.save` file)"
+        "Save sizes and weights (a small `torch.save` file); never into the shipped assets (see `promote_asset`)"
+        path = _refuse_shipped(path, 'Peephole weights')
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(dict(n_epochs=self.n_epochs, sizes=self.sizes, state=self.net.state_dict()), path)
+        return path
 
     @classmethod
     def load(cls, path:str|Path)->Peephole:
         "A `Peephole` saved with `save`"
         d = torch.load(path, map_location='cpu', weights_only=True)
         p = cls(d['n_epochs'], **d['sizes'])
+        p.net = p._new_net()
         p.net.load_state_dict(d['state']); p.net.eval()
         return p
