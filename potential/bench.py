@@ -16,11 +16,11 @@ from .workload import run_workload, load_population, POPULATIONS
 from .data import check_dataset
 
 # %% auto #0
-__all__ = ['BUDGETS', 'TABLE_LEGEND', 'load_estimators', 'budget_epoch', 'config_groups', 'estimate_matrix', 'score_registered',
-           'bench_table', 'format_table', 'plot_bench', 'check_population', 'bench']
+__all__ = ['BENCH_BUDGETS', 'BENCH_LEGEND', 'load_estimators', 'budget_epoch', 'config_groups', 'estimate_matrix',
+           'score_registered', 'bench_table', 'format_table', 'plot_bench', 'check_population', 'bench']
 
 # %% ../nbs/05_bench.ipynb #683565f1
-BUDGETS = (0.1, 0.25, 0.5)  # fractions of the planned epochs
+BENCH_BUDGETS = (0.1, 0.25, 0.5)  # fractions of the planned epochs
 
 def load_estimators():
     "Import `potential.all`, so that every module's `register_estimator` calls run; return the registry"
@@ -39,7 +39,7 @@ def config_groups(runs:list[Run])->np.ndarray:
 
 def estimate_matrix(reg:Registered, # a registered estimator
                     runs:list[Run], # finished runs
-                    budgets=BUDGETS, # fractions of training seen
+                    budgets=BENCH_BUDGETS, # fractions of training seen
                     folds:int=5, # cross-fitting folds for `cv_fit` estimators
                     seed:int=0)->pd.DataFrame: # shuffles the groups into folds
     "Estimates of `reg` for every run (rows) at every budget (columns); before-training estimators get budget 0"
@@ -107,7 +107,7 @@ def _score(reg, runs, budgets, counts, level=.95, **kwargs):
 
 def score_registered(reg:Registered, # a registered estimator
                      runs:list[Run], # finished runs
-                     budgets=BUDGETS, # fractions of training seen
+                     budgets=BENCH_BUDGETS, # fractions of training seen
                      n_resamples:int=1000, # bootstrap resamples of the runs
                      seed:int=0, # seeds the resamples and the cross-fitting folds
                      level:float=.95, # coverage of the intervals
@@ -134,7 +134,7 @@ def _compare(tab, taus, level):
 
 def bench_table(runs:list[Run], # finished runs
                 estimators:list[Registered], # from `get_estimators`
-                budgets=BUDGETS, # fractions of training seen
+                budgets=BENCH_BUDGETS, # fractions of training seen
                 n_resamples:int=1000, # bootstrap resamples of the runs, shared by every estimator and budget
                 seed:int=0, # seeds the resamples and the cross-fitting folds
                 level:float=.95, # coverage of the intervals
@@ -149,7 +149,7 @@ def bench_table(runs:list[Run], # finished runs
     return _compare(pd.concat(parts, ignore_index=True), taus, level)
 
 # %% ../nbs/05_bench.ipynb #61c80993
-TABLE_LEGEND = ("tau: Kendall τ [95% bootstrap interval over runs]; * best τ at the budget; + τ above the best "
+BENCH_LEGEND = ("tau: Kendall τ [95% bootstrap interval over runs]; * best τ at the budget; + τ above the best "
                 "baseline's at the same budget, the 95% paired bootstrap interval of the difference above 0. "
                 "bench.csv has every interval.")
 
@@ -248,6 +248,6 @@ def bench(n_runs:int=24, # runs in a fresh population
               f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
         with pd.option_context('display.width', 250, 'display.max_columns', 40, 'display.max_colwidth', 80):
             print(format_table(tab).to_string(index=False))
-        print(TABLE_LEGEND)
+        print(BENCH_LEGEND)
         print(f"written: {out/'bench.csv'}, {out/'runs.csv'}, {out/'bench_tau.png'}")
     return tab
