@@ -12,7 +12,7 @@ from .data import *
 from .baselines import *
 from .workload import *
 from .bench import *
-from .lal.peephole import *
+from .lal.gates import *
 from .lal.core import *
 from .lal.dad import *
 from .lal.dsarnn import *
@@ -29,4 +29,4 @@ from .attributes.extract import *
 from .attributes.models import *
 from .attributes.population import *
 import importlib as _il
-__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.peephole', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty
+__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.gates', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty

@@ -1,13 +1,16 @@
 "Smoke tests of the LAL modules outside the notebooks (the notebooks hold the full tests)"
-import math, warnings
+import math, re, warnings
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from potential.lal.peephole import PeepholeLSTM, lstm_forget_gates, record_forget_gates
-from potential.lal.core import lcal, lal
+from potential.lal.gates import PeepholeLSTM, lstm_forget_gates, record_forget_gates
+from fastai.callback.core import Callback
+from fastai.torch_core import no_random
+from potential.core import ESTIMATORS, CurveRecorder
+from potential.lal.core import lcal, lal, model_lal, LALCallback, LAL
 from potential.lal.dad import make_synthetic_dad, load_dad
-from potential.lal.dsarnn import DSARNN, anticipation_metrics
+from potential.lal.dsarnn import DSARNN, anticipation_metrics, toy_anticipation_learner
 
 
 def _lcal_loop(f, w=5, span=(10, 90)):
@@ -63,3 +66,95 @@ def test_dsarnn_on_generated_files(tmp_path):
     assert 0 <= r['ap'] <= 1
     with pytest.raises(FileNotFoundError, match='holds no'):
         load_dad(tmp_path / 'empty' if (tmp_path / 'empty').mkdir() is None else tmp_path)
+
+
+class _Alarm(nn.Module):
+    "Forget gates from a peephole LSTM; the alarm from the input's first channel, so the TrueP clips are known"
+    def __init__(self):
+        super().__init__()
+        self.rnn = PeepholeLSTM(3, 6)
+
+    def forward(self, x):
+        self.rnn(x)
+        return torch.stack([torch.zeros_like(x[..., 0]), 10 * x[..., 0]], -1)
+
+
+def test_lal_uses_only_truep_clips():
+    "Clips that raise the alarm have still gates, the others react: LAL over the TrueP clips is 0, over all clips not"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 100, 3, generator=g)
+    alarm = torch.arange(8) % 2 == 0
+    x[:, :, 0] = torch.where(alarm[:, None], 1., -1.)
+    x[alarm, :, 1:] = 0.
+    with no_random(0):
+        m = _Alarm()
+    for bs in (3, 8):                      # batches that mix TrueP and other clips
+        r = model_lal(m, x, bs=bs)
+        assert (r['n_truep'], r['n_clips']) == (4, 8)
+        assert r['lal'] == 0.
+    _, f = record_forget_gates(m, x)
+    assert lal(lcal(f[alarm])) == 0. and lal(lcal(f)) > .25   # LAL over every accident clip would differ
+
+
+def test_lal_registered_and_fits_as_callback():
+    reg = ESTIMATORS['lal']
+    assert reg.kind == 'internal' and reg.callback is LALCallback
+    est = reg.make()
+    assert isinstance(est, LAL) and not est.predicts_accuracy
+    learn = toy_anticipation_learner(cbs=[CurveRecorder(), est.callback()])
+    n_threads = torch.get_num_threads()
+    with learn.no_logging():
+        learn.fit(2)
+    assert torch.get_num_threads() == n_threads
+    run = learn.curve_recorder.as_run()
+    v = est(run)
+    assert math.isnan(v) or 0 <= v <= 1
+    assert run['lal_truep'][-1] >= 0       # LAL was computed at the last epoch
+
+
+@pytest.mark.parametrize('model, cb, msg', [
+    (lambda: nn.Sequential(nn.Linear(3, 2)), lambda: LALCallback(), 'holds no PeepholeLSTM or nn.LSTM'),
+    (lambda: nn.LSTM(3, 4, num_layers=2, batch_first=True), lambda: LALCallback(), 'num_layers=2'),
+    (lambda: nn.LSTM(3, 4, bidirectional=True, batch_first=True), lambda: LALCallback(), 'bidirectional=True'),
+    (None, lambda: LALCallback(toa=120), 'fewer than `toa`=120'),
+    (None, lambda: LALCallback(span=(10, 105)), 'shorter than the LCAL `span`=(10, 105)'),
+])
+def test_lal_callback_refuses_at_before_fit(model, cb, msg):
+    learn = toy_anticipation_learner(cbs=[cb()])
+    if model is not None:
+        learn.model = model()
+    epochs = []
+    learn.add_cb(type('Count', (Callback,), {'before_epoch': lambda self: epochs.append(1)})())
+    with pytest.raises(Exception, match=re.escape(msg)):
+        learn.fit(1)
+    assert epochs == []
+
+
+def test_lal_experiment_key_holds_every_argument():
+    "The experiment's runs are keyed by train_run on a config that holds the setting, and on the callbacks' parameters"
+    from potential.workload import run_key
+    from potential.lal.experiment import lal_config, lal_callbacks, LAL_EXPERIMENT_VERSION
+    from potential.lal.dsarnn import LAL_EXPERIMENT as S
+    key = lambda h=4, s=S, every=5, seed=0, epochs=30, **kw: run_key({**lal_config(h, s), **kw}, seed, epochs, None,
+                                                                     lal_callbacks(every, s))
+    keys = [key(), key(s={**S, 'data': {**S['data'], 'noise': .5}}), key(s={**S, 'n_train': (10, 10)}),
+            key(s={**S, 'bs': 8}), key(h=8), key(every=2), key(seed=1), key(epochs=10),
+            key(version=LAL_EXPERIMENT_VERSION + 1)]
+    assert len(set(keys)) == len(keys)
+    assert key() == key(s={**S, 'span': list(S['span'])})   # a setting read back from JSON keeps its key
+
+
+def test_learners_leave_global_state_alone():
+    "Building the DSA-RNN learners seeds their models locally; timing and fitting restore the thread count"
+    from potential.lal.dsarnn import dsarnn_learner, experiment_learner, dad_dls, LAL_EXPERIMENT
+    from potential.lal.gates import bench_peephole
+    learn = toy_anticipation_learner()
+    rng, n_threads = torch.get_rng_state(), torch.get_num_threads()
+    m1 = dsarnn_learner(learn.dls, n_hidden=4, n_emb=8, seed=3).model
+    setting = {**LAL_EXPERIMENT, 'data': {**LAL_EXPERIMENT['data'], 'n_feat': 8}}
+    m2 = experiment_learner(learn.dls, 4, seed=3, setting=setting).model
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(m1.out.weight, dsarnn_learner(learn.dls, n_hidden=4, n_emb=8, seed=3).model.out.weight)
+    assert torch.equal(m2.out.weight, experiment_learner(learn.dls, 4, seed=3, setting=setting).model.out.weight)
+    bench_peephole(B=2, T=5, M=3, hidden=(2,), reps=1)
+    assert torch.get_num_threads() == n_threads

@@ -10,7 +10,7 @@ import torch
 from torch import nn, Tensor
 from fastai.basics import *
 from ..core import *
-from .peephole import *
+from .gates import *
 
 # %% auto #0
 __all__ = ['lcal', 'lal', 'accident_prob', 'true_positive_scenes', 'model_lal', 'LALCallback', 'LAL']
@@ -106,6 +106,12 @@ def model_lal(model:nn.Module, # a model with a PeepholeLSTM or nn.LSTM, output 
     return dict(lal=v, n_truep=len(L) if lcals else 0, n_clips=n)
 
 # %% ../../nbs/11_lal.core.ipynb #9d7cb86c
+def _first_batch(x):
+    "The first batch of clips in `x` (a tensor of clips, or an iterable of batches `x` or `(x, y)`), or None"
+    if isinstance(x, Tensor): return x if len(x) else None
+    for b in x: return b[0] if isinstance(b, (tuple, list)) else b
+    return None
+
 class LALCallback(ColumnCallback):
     "Add the LSTM Activity Level of the model on accident clips as column `lal` (and `lal_truep`) every `every` epochs"
     columns = ['lal', 'lal_truep']
@@ -113,16 +119,37 @@ class LALCallback(ColumnCallback):
                  every:int=5, # compute every `every` epochs (and at the last one)
                  module=None, # which LSTM (name or module) when the model holds several
                  n_clips:int=32, # clips taken from the validation set when `data` is None
-                 toa:int=90, threshold:float=0.5, tau:float=0.05, w:int=5, span:tuple=(10, 90),
+                 toa:int=90, # accident frame: TrueP means an alarm in frames 0..toa-1
+                 threshold:float=0.5, tau:float=0.05, # alarm probability; LCAL activity threshold
+                 w:int=5, span:tuple=(10, 90), # LCAL window length and the (first, last) 1-based frames it covers
                  prob=accident_prob): # model output -> (B, T) accident probability
         super().__init__(every)
+        if int(toa) < 1: raise ValueError(f"`toa` must be a positive frame number, got {toa}")
+        if len(span) != 2 or not 1 <= int(span[0]) <= int(span[1]):
+            raise ValueError(f"`span` must be (first, last) 1-based frames with 1 <= first <= last, got {span}")
+        if not 1 <= int(w) <= span[1] - span[0] + 1:
+            raise ValueError(f"`w` must be between 1 and the `span` length {span[1]-span[0]+1}, got {w}")
         store_attr('data,module,n_clips,toa,threshold,tau,w,span,prob')
 
     def before_fit(self):
-        pick_lstm(self.learn.model, self.module)     # a clear error now rather than at the first evaluation
+        # every check before `super().before_fit()` adds the columns: a refused fit leaves the learner untouched
+        pick_lstm(self.learn.model, self.module)   # no LSTM, several, or a multi-layer/bidirectional one
+        x = self._positives() if self.data is None else self.data
+        if not isinstance(x, Tensor) and iter(x) is x: x = list(x)   # a one-shot iterator is read at every evaluation
+        self._check_frames(_first_batch(x))
+        self._x = x
         super().before_fit()
-        if self.data is None: self._x = self._positives()
-        else: self._x = self.data
+
+    def _check_frames(self, xb):
+        if xb is None: return                      # no clips: LAL will be NaN
+        if xb.ndim < 2: raise ValueError(f"accident clips must be (clips, frames, ...), got a batch of shape {tuple(xb.shape)}")
+        T = xb.shape[1]
+        if T < self.toa:
+            raise ValueError(f"the accident clips have {T} frames, fewer than `toa`={self.toa}: pass the clips' "
+                             f"accident frame as `toa` (at most {T})")
+        if T < self.span[1]:
+            raise ValueError(f"the accident clips have {T} frames, shorter than the LCAL `span`={tuple(self.span)}: "
+                             f"pass a `span` that ends by frame {T}")
 
     def _positives(self):
         xs,n = [],0
@@ -140,5 +167,12 @@ class LALCallback(ColumnCallback):
         return dict(lal=r['lal'], lal_truep=r['n_truep'])
 
 class LAL(FromColumn):
-    "The `lal` column recorded by `LALCallback`, as an estimator (a rank score: higher LAL, more potential)"
-    def __init__(self): super().__init__('lal', predicts_accuracy=False)
+    "The `lal` column recorded by `LALCallback`, as a rank-only estimator (higher LAL, more potential)"
+    def __init__(self): super().__init__('lal', producer=LALCallback, predicts_accuracy=False)
+    def estimate(self, run):
+        if self.column not in run or 'lal_truep' not in run: return super().estimate(run)
+        done = np.flatnonzero(~np.isnan(run['lal_truep']))    # evaluated epochs (LAL may be NaN there: no TrueP)
+        return float(run['lal'][done[-1]]) if len(done) else float('nan')
+
+register_estimator('lal', LAL, callback=LALCallback, kind='internal', task='anticipation',
+                   doc='LSTM Activity Level of the forget gates on TrueP accident clips (rank only; LSTM models)')

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #bef9ede5
 from __future__ import annotations
-import math, time, warnings
+import math, warnings
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -16,13 +17,14 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastprogress import progress_bar
 from ..core import *
-from .peephole import *
+from ..data import torch_threads
+from .gates import *
 from .core import *
 from .dad import *
 
 # %% auto #0
-__all__ = ['EXPERIMENT', 'DSARNN', 'anticipation_loss', 'anticipation_metrics', 'dad_dls', 'APCallback', 'dsarnn_learner',
-           'experiment_dls', 'experiment_learner', 'lal_cost']
+__all__ = ['LAL_EXPERIMENT', 'DSARNN', 'anticipation_loss', 'anticipation_metrics', 'dad_dls', 'APCallback', 'dsarnn_learner',
+           'toy_anticipation_learner', 'experiment_dls', 'experiment_model', 'experiment_learner', 'lal_cost']
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #e6951bdf
 class DSARNN(nn.Module):
@@ -155,7 +157,6 @@ def dad_dls(train, valid, # `load_dad` folders (`DADFolder`, path) or in-memory 
         a = a if isinstance(a, DADFolder) else load_dad(a)
         small = len(a)*a.n_frames*a.n_slots*a.n_feat*4 < 1e9
         return _TensorDS(*a.arrays()) if (in_memory if in_memory is not None else small) else a
-    g = torch.Generator().manual_seed(seed)
     return DataLoaders(DataLoader(ds(train), bs=bs, shuffle=True, drop_last=False, seed=seed),
                        DataLoader(ds(valid), bs=bs))
 
@@ -180,28 +181,55 @@ def dsarnn_learner(dls:DataLoaders, n_hidden:int=512, # data and LSTM size
                    every:int=5, # epochs between AP/LAL evaluations
                    lal:bool=True, ap:bool=True, # attach `LALCallback` / `APCallback`
                    lal_clips:int=32, # accident clips of the validation set LAL uses
-                   seed:int|None=0, **kwargs)->Learner: # `DSARNN` settings (n_feat is read from the data)
+                   seed:int|None=0, # initialises the model (global RNGs restored); None: from the global RNG
+                   **kwargs)->Learner: # `DSARNN` settings (n_feat is read from the data)
     "A fastai `Learner` for a DSA-RNN on `dls`, with LAL and AP columns every `every` epochs"
-    if seed is not None: set_seed(seed)
-    xb,_ = dls.one_batch()
-    model = DSARNN(n_feat=xb.shape[-1], n_hidden=n_hidden, **kwargs)
+    n_feat = dls.train.dataset[0][0].shape[-1]             # read from one item: iterating would draw from the RNG
+    with no_random(seed) if seed is not None else nullcontext():
+        model = DSARNN(n_feat=n_feat, n_hidden=n_hidden, **kwargs)
     cbs = ([LALCallback(every=every, n_clips=lal_clips)] if lal else []) + ([APCallback(every=every)] if ap else [])
     return Learner(dls, model, loss_func=anticipation_loss, opt_func=Adam, lr=lr, cbs=cbs)
 
+# %% ../../nbs/13_lal.dsarnn.ipynb #b4e279af
+class _OneThreadLearner(Learner):
+    "A `Learner` whose `fit` runs on one torch thread, restoring the thread count afterwards"
+    def fit(self, *args, **kwargs):
+        with torch_threads(1): return super().fit(*args, **kwargs)
+
+def toy_anticipation_learner(cbs=(), # callbacks for the learner
+                             n_hidden:int=4, # LSTM cells
+                             seed:int=0)->Learner: # clips, initialisation and shuffling
+    "A fastai `Learner` for a tiny DSA-RNN on 16 in-memory synthetic 100-frame clips (accident at frame 90)"
+    a = synthetic_clips(8, 8, n_obj=2, n_feat=8, n_types=1, noise=.5, seed=seed)
+    x,y = torch.from_numpy(a['data'].astype(np.float32)),torch.from_numpy(a['labels'][:, 1].astype(np.int64))
+    pos,neg = torch.where(y == 1)[0],torch.where(y == 0)[0]
+    tr,va = torch.cat([pos[:4], neg[:4]]),torch.cat([pos[4:], neg[4:]])    # half accidents in each split
+    with no_random(seed):
+        dls = dad_dls((x[tr], y[tr]), (x[va], y[va]), bs=8, seed=seed)
+        model = DSARNN(n_feat=8, n_hidden=n_hidden, n_emb=8)
+    return _OneThreadLearner(dls, model, loss_func=anticipation_loss, opt_func=Adam, lr=1e-2, cbs=list(cbs))
+
 # %% ../../nbs/13_lal.dsarnn.ipynb #50585388
-EXPERIMENT = dict(
+LAL_EXPERIMENT = dict(
     data=dict(n_frames=30, toa=27, n_obj=5, n_feat=16, n_types=1, difficulty=0.6, noise=0.2, base=0.3,
               random_sign=False),
     n_train=(40, 60), n_valid=(40, 40),   # (accident, accident-free) clips
     bs=16, lr=1e-2, n_emb=16, init_std=None, span=(3, 27), w=5,
 )
 
-def experiment_dls(folder=None, # where to write the data (default: `cache_dir()/'lal_synth'`)
-                   setting:dict|None=None)->DataLoaders: # defaults to `EXPERIMENT`
+def _data_key(s):
+    "A short stable hash of what the experiment's clips depend on"
+    import hashlib, json
+    blob = json.dumps([s['data'], list(s['n_train']), list(s['n_valid'])], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+def experiment_dls(folder=None, # where to write the data (default: `cache_dir()/'lal_synth'/<hash of the setting's data>`)
+                   setting:dict|None=None, # defaults to `LAL_EXPERIMENT`
+                   n_train:int|None=None)->DataLoaders: # use only the first `n_train` training clips
     "Write (once) the experiment's synthetic train/valid sets in DAD format and return in-memory `DataLoaders`"
     from potential.data import cache_dir
-    s = setting or EXPERIMENT
-    folder = Path(folder or cache_dir()/'lal_synth')
+    s = setting or LAL_EXPERIMENT
+    folder = Path(folder or cache_dir()/'lal_synth'/_data_key(s))
     out = []
     for name,(npos,nneg),seed in (('training', s['n_train'], 0), ('testing', s['n_valid'], 1)):
         f = folder/name
@@ -209,41 +237,49 @@ def experiment_dls(folder=None, # where to write the data (default: `cache_dir()
         want = repr((npos, nneg, seed, sorted(s['data'].items())))
         if not (key.exists() and key.read_text() == want):
             make_synthetic_dad(f, npos, nneg, seed=seed, **s['data']); key.write_text(want)
-        out.append(load_dad(f))
-    return dad_dls(*out, bs=s['bs'], in_memory=True)
+        out.append(load_dad(f).arrays())
+    if n_train is not None: out[0] = tuple(a[:int(n_train)] for a in out[0])
+    return dad_dls(*out, bs=s['bs'])
 
-def experiment_learner(dls:DataLoaders, n_hidden:int, seed:int=0, every:int=5, lal:bool=True, ap:bool=True,
-                       setting:dict|None=None)->Learner:
+def experiment_model(n_hidden:int, setting:dict|None=None)->DSARNN:
+    "The experiment's DSA-RNN with `n_hidden` cells (initialised from the global RNG)"
+    s = setting or LAL_EXPERIMENT
+    return DSARNN(n_feat=s['data']['n_feat'], n_hidden=n_hidden, n_emb=s['n_emb'], init_std=s['init_std'])
+
+def experiment_learner(dls:DataLoaders, n_hidden:int, 
+                       seed:int|None=0, # initialises the model (global RNGs restored); None: from the global RNG
+                       every:int=5, lal:bool=True, ap:bool=True, setting:dict|None=None,
+                       cbs=())->Learner: # more callbacks
     "A DSA-RNN learner with the experiment's setting (scaled `toa` and LCAL span), LAL and AP columns every `every` epochs"
-    s = setting or EXPERIMENT
+    s = setting or LAL_EXPERIMENT
     toa = s['data']['toa']
-    set_seed(seed)
-    model = DSARNN(n_feat=s['data']['n_feat'], n_hidden=n_hidden, n_emb=s['n_emb'], init_std=s['init_std'])
+    with no_random(seed) if seed is not None else nullcontext(): model = experiment_model(n_hidden, s)
     cbs = ([LALCallback(every=every, toa=toa, span=s['span'], w=s['w'])] if lal else []) + \
-          ([APCallback(every=every, toa=toa)] if ap else [])
+          ([APCallback(every=every, toa=toa)] if ap else []) + list(cbs)
     return Learner(dls, model, loss_func=partial(anticipation_loss, toa=toa), opt_func=Adam, lr=s['lr'], cbs=cbs)
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #53087a5d
 def lal_cost(dls:DataLoaders, # the experiment's data
              n_hidden:int=32, n_clips:int=32, # model size and number of accident clips for LAL
-             reps:int=3, # repetitions (medians are reported)
-             setting:dict|None=None)->dict: # defaults to `EXPERIMENT`
-    "Seconds of one training epoch (train pass) and of LAL on `n_clips` accident clips, measured side by side"
-    s = setting or EXPERIMENT
+             reps:int=3, # timed repetitions of each (means are reported)
+             setting:dict|None=None, # defaults to `LAL_EXPERIMENT`
+             threads:int=1)->dict: # torch threads while timing (restored afterwards)
+    "Seconds of one training epoch (train pass) and of LAL on `n_clips` accident clips, measured side by side, and their ratio"
+    from torch.utils.benchmark import Timer
+    s = setting or LAL_EXPERIMENT
     learn = experiment_learner(dls, n_hidden, lal=False, ap=False, setting=s)
     model = learn.model
     xs = torch.cat([xb[yb == 1] for xb,yb in dls.valid])
     x = xs.repeat(math.ceil(n_clips/max(len(xs), 1)), 1, 1, 1)[:n_clips]
-    toa = s['data']['toa']
     def epoch():
         model.train()
         for xb,yb in dls.train:
             learn.loss_func(model(xb), yb).backward(); learn.opt.step(); learn.opt.zero_grad()
-    learn.create_opt()
-    t_lal,t_ep = [],[]
-    for _ in range(reps):
+    def lal_once():
         with torch.no_grad(): model.out.bias.copy_(torch.tensor([-10., 10.]))   # every clip TrueP: the worst case
-        t0 = time.perf_counter(); r = model_lal(model, x, toa=toa, span=s['span'], w=s['w']); t_lal.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); epoch(); t_ep.append(time.perf_counter() - t0)
-    return dict(n_hidden=n_hidden, n_clips=n_clips, lal_s=float(np.median(t_lal)), epoch_s=float(np.median(t_ep)),
-                n_truep=r['n_truep'])
+        return model_lal(model, x, toa=s['data']['toa'], span=s['span'], w=s['w'])
+    learn.create_opt()
+    sec = lambda f: Timer('f()', globals={'f': f}, num_threads=threads).timeit(reps).mean
+    lal_s,epoch_s = sec(lal_once),sec(epoch)
+    return {'n_hidden': n_hidden, 'n_clips': n_clips, 'lal_s': lal_s, 'epoch_s': epoch_s, 'lal/epoch': lal_s/epoch_s,
+            'n_truep': lal_once()['n_truep']}

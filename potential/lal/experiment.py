@@ -4,24 +4,27 @@
 
 # %% ../../nbs/15_lal_experiment.ipynb #70e97c64
 from __future__ import annotations
-import json, warnings
-from pathlib import Path
+from functools import partial
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from fastai.basics import *
 from fastai.callback.progress import *
 from fastprogress import progress_bar
-from ..data import cache_dir
 from ..metrics import pearson_r, kendall_tau
+from ..workload import register_space, train_run
+from .core import LALCallback
 from .dsarnn import *
 
 # %% auto #0
-__all__ = ['SIZES', 'SEEDS', 'SkipValid', 'lal_run', 'lal_experiment', 'lal_summary']
+__all__ = ['LAL_SIZES', 'LAL_SEEDS', 'LAL_EXPERIMENT_VERSION', 'SkipValid', 'build_dsarnn', 'dsarnn_learner_from_config',
+           'lal_config', 'lal_callbacks', 'lal_run', 'lal_experiment', 'lal_summary']
 
 # %% ../../nbs/15_lal_experiment.ipynb #a5fff9aa
-SIZES = (1, 2, 4, 32)   # hidden sizes: too small ... ample
-SEEDS = (0, 1, 2)
+LAL_SIZES = (1, 2, 4, 32)   # hidden sizes: too small ... ample
+LAL_SEEDS = (0, 1, 2)
+LAL_EXPERIMENT_VERSION = 2   # bump when a change to this module changes the runs (it is part of every run's cache key)
 
 class SkipValid(Callback):
     "Skip the validation pass on epochs where no column is due (every `every` epochs and the last are kept)"
@@ -30,29 +33,49 @@ class SkipValid(Callback):
     def before_validate(self):
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: raise CancelValidException()
 
-def lal_run(dls, n_hidden:int, seed:int, epochs:int=30, every:int=5, setting:dict|None=None)->pd.DataFrame:
-    "Train one DSA-RNN; its `lal` and AP columns at every `every`-th epoch, one row per evaluated epoch"
-    learn = experiment_learner(dls, n_hidden, seed=seed, every=every, setting=setting)
-    learn.add_cb(SkipValid(every))
-    with learn.no_logging(), learn.no_bar(): learn.fit(epochs)
-    df = learn.lal.df.join(learn.ap.df).dropna(subset=['ap']).reset_index()
+def build_dsarnn(config:dict)->nn.Module:
+    "The experiment's DSA-RNN for a config of the `dsarnn` design space"
+    return experiment_model(int(config['n_hidden']), config['setting'])
+
+def dsarnn_learner_from_config(config:dict, n_train:int|None, cbs:list)->Learner:
+    "The `dsarnn` space's learner: the setting's data and model, the anticipation loss with its `toa`, Adam"
+    s = config['setting']
+    return experiment_learner(experiment_dls(setting=s, n_train=n_train), int(config['n_hidden']), seed=None,
+                              lal=False, ap=False, setting=s, cbs=cbs)
+
+register_space('dsarnn', build_dsarnn, learner=dsarnn_learner_from_config,
+               doc="DSA-RNNs of the LAL experiment (config: n_hidden, setting)")
+
+def lal_config(n_hidden:int, setting:dict|None=None)->dict:
+    "The `dsarnn`-space config of one experiment run: every setting that changes the result, for the cache key"
+    s = setting or LAL_EXPERIMENT
+    return dict(space='dsarnn', n_hidden=int(n_hidden), setting=s, lr=s['lr'], version=LAL_EXPERIMENT_VERSION)
+
+def lal_callbacks(every:int=5, setting:dict|None=None)->list:
+    "The experiment's callbacks as partials (their parameters go into the cache key): LAL and AP every `every` epochs"
+    s = setting or LAL_EXPERIMENT
+    toa = s['data']['toa']
+    return [partial(LALCallback, every=every, toa=toa, span=tuple(s['span']), w=s['w']),
+            partial(APCallback, every=every, toa=toa), partial(SkipValid, every=every)]
+
+_LAL_COLS = ['lal', 'lal_truep', 'ap', 'ap_best', 'mtta', 'tta_r80']
+
+def lal_run(n_hidden:int, seed:int, epochs:int=30, every:int=5, setting:dict|None=None,
+            cache:bool=True)->pd.DataFrame: # reuse/store the run in `train_run`'s cache
+    "Train (or read from the cache) one DSA-RNN; its `lal` and AP columns at every `every`-th epoch, one row per evaluated epoch"
+    run = train_run(lal_config(n_hidden, setting), n_epochs=epochs, seed=seed, callbacks=lal_callbacks(every, setting),
+                    cache=cache)
+    if run.meta.get('errors'): raise RuntimeError(f"a callback failed in the run n_hidden={n_hidden}, seed={seed}: {run.meta['errors']}")
+    df = run.df[_LAL_COLS].dropna(subset=['ap']).reset_index()
     return df.assign(n_hidden=n_hidden, seed=seed)
 
-def lal_experiment(sizes=SIZES, seeds=SEEDS, epochs:int=30, every:int=5, 
-                   folder=None, # run cache (default `cache_dir()/'lal_runs'`)
-                   dls=None, setting:dict|None=None)->pd.DataFrame:
-    "All runs of the experiment (cached per run), as one long table"
-    folder = Path(folder or cache_dir()/'lal_runs'); folder.mkdir(parents=True, exist_ok=True)
-    dls = dls or experiment_dls(setting=setting)
-    out = []
-    for h,s in progress_bar([(h, s) for h in sizes for s in seeds]):
-        f = folder/f'h{h}_s{s}_e{epochs}_v{every}.csv'
-        if f.exists(): df = pd.read_csv(f)
-        else:
-            df = lal_run(dls, h, s, epochs, every, setting)
-            df.to_csv(f, index=False)
-        out.append(df)
-    return pd.concat(out, ignore_index=True)
+def lal_experiment(sizes=LAL_SIZES, seeds=LAL_SEEDS, epochs:int=30, every:int=5,
+                   setting:dict|None=None, # defaults to `LAL_EXPERIMENT`
+                   progress:bool=False)->pd.DataFrame: # show a progress bar over the runs
+    "All runs of the experiment (each cached by `train_run` as soon as it finishes), as one long table"
+    jobs = [(h, s) for h in sizes for s in seeds]
+    return pd.concat([lal_run(h, s, epochs, every, setting) for h,s in (progress_bar(jobs) if progress else jobs)],
+                     ignore_index=True)
 
 # %% ../../nbs/15_lal_experiment.ipynb #fcf544ae
 def lal_summary(df:pd.DataFrame, # the table of `lal_experiment`
