@@ -60,7 +60,7 @@ def estimate_matrix(reg:Registered, # a registered estimator
     return out
 
 # %% ../nbs/05_bench.ipynb #4baf214a
-def _failed(e:Exception)->str: return f"failed: {type(e).__name__}: {e}"
+def _failed(e:Exception)->str: return f"failed: {type(e).__name__}: {' '.join(str(e).split())}"   # one line
 
 def _training_error(reg:Registered, runs:list[Run])->str|None:
     "The error of `reg`'s callback: it cannot be made, or it raised while a run trained (`meta['errors']`, by name)"
@@ -70,7 +70,7 @@ def _training_error(reg:Registered, runs:list[Run])->str|None:
     names = {type(cb).__name__, getattr(cb, 'name', type(cb).__name__)}   # `train_run` records errors by `cb.name`
     for r in runs:
         for k,msg in (r.meta.get('errors') or {}).items():
-            if k in names: return f"failed: {msg}"
+            if k in names: return f"failed: {' '.join(str(msg).split())}"
 
 def _estimates(reg, runs, budgets, **kwargs):
     "(estimates, predicts_accuracy, status) of one estimator; every error becomes a status, never an exception"
