@@ -11,23 +11,26 @@ from fastcore.script import anno_parser, store_true
 __all__ = ['COMMANDS', 'bench_cli', 'main']
 
 # %% ../nbs/90_cli.ipynb #b5e26b64
-def bench_cli(runs:int=24, # number of networks in the population
-              epochs:int=20, # epochs per network
-              dataset:str='mnist1d', # mnist1d or digits
+def bench_cli(runs:int=24, # number of networks in a fresh population
+              epochs:int=20, # epochs per network of a fresh population
+              dataset:str='mnist1d', # mnist1d or digits (a fresh population)
               estimators:str='all', # comma-separated estimator names, or all
-              seed:int=0, # seeds the population and every run
+              seed:int=0, # seeds the population, every run, the folds and the bootstrap
               out:str='bench_out', # folder for bench.csv, runs.csv and bench_tau.png
+              population:str='fresh', # fresh (train a population) or recorded (score the shipped runs, no training)
+              resamples:int=1000, # bootstrap resamples for the 95% intervals
               quick:store_true=False, # smoke test: 8 runs x 6 epochs on 2,000 samples (well under a minute)
               no_cache:store_true=False, # retrain every run instead of reading the run cache
               list_estimators:store_true=False): # list the registered estimators and exit
-    "Train a population of small networks and score every estimator of learning potential on it"
+    "Score every estimator of learning potential on a population of small networks, with bootstrap intervals"
     from potential.bench import bench, load_estimators
     if list_estimators:
         for r in load_estimators().values(): print(f"{r.name:24s} {r.kind:13s} {r.doc}")
         return
     try: bench(n_runs=runs, n_epochs=epochs, dataset=dataset, estimators=estimators, seed=seed, out=out, quick=quick,
-               cache=not no_cache, progress=sys.stdout.isatty())  # no bar in logs and notebooks
-    except ValueError as e:
+               cache=not no_cache, population=population, n_resamples=resamples,
+               progress=sys.stdout.isatty())  # no bar in logs and notebooks
+    except (ValueError, FileNotFoundError) as e:   # the user's input, or a recorded population missing or corrupt
         print(f"potential bench: error: {e}", file=sys.stderr)
         sys.exit(2)
 

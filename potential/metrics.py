@@ -11,8 +11,9 @@ from scipy import stats
 from sklearn import metrics as skm
 
 # %% auto #0
-__all__ = ['RANK_METRICS', 'VALUE_METRICS', 'kendall_tau', 'spearman_rho', 'pearson_r', 'mae', 'rmse', 'r2', 'score',
-           'score_estimates']
+__all__ = ['RANK_METRICS', 'VALUE_METRICS', 'INTERVAL_METRICS', 'kendall_tau', 'spearman_rho', 'pearson_r', 'mae', 'rmse', 'r2',
+           'score', 'score_estimates', 'bootstrap_counts', 'bootstrap_scores', 'percentile_interval',
+           'bootstrap_interval', 'paired_tau_diff']
 
 # %% ../nbs/01_metrics.ipynb #6686ac9b
 def _pairs(est, final):
@@ -72,13 +73,113 @@ def score(est, final, predicts_accuracy:bool=True)->dict:
 def score_estimates(estimates:pd.DataFrame, # runs × budgets (columns are budgets)
                     final, # final value per run, aligned with `estimates`' rows
                     predicts_accuracy:bool=True, # False: rank-only, no error metrics
+                    n_resamples:int=0, # > 0: add bootstrap intervals (`tau_low`, `tau_high`, ...) from this many resamples
+                    seed:int=0, # seeds the resamples (the same ones for every budget)
                    )->pd.DataFrame:
     "One row of metrics per budget (column of `estimates`)"
     estimates = pd.DataFrame(estimates)
     final = np.asarray(final, dtype=float)
     if len(final) != len(estimates):
         raise ValueError(f"`final` has {len(final)} values but `estimates` has {len(estimates)} runs (rows)")
-    rows = {b: score(estimates[b].to_numpy(dtype=float), final, predicts_accuracy) for b in estimates.columns}
-    out = pd.DataFrame.from_dict(rows, orient='index')
+    counts = bootstrap_counts(len(final), n_resamples, seed) if n_resamples else None
+    def row(b):
+        e = estimates[b].to_numpy(dtype=float)
+        r = score(e, final, predicts_accuracy)
+        if counts is not None: r.update(bootstrap_interval(e, final, predicts_accuracy=predicts_accuracy, counts=counts))
+        return r
+    out = pd.DataFrame.from_dict({b: row(b) for b in estimates.columns}, orient='index')
     out.index.name = 'budget'
     return out
+
+# %% ../nbs/01_metrics.ipynb #d79f6191
+def bootstrap_counts(n_runs:int, # runs to resample
+                     n_resamples:int=1000, # bootstrap resamples
+                     seed:int=0)->np.ndarray:
+    "`n_resamples` × `n_runs` matrix: how often each run is drawn when `n_runs` runs are drawn with replacement"
+    if int(n_runs) < 1: raise ValueError(f"`n_runs` must be at least 1, got {n_runs}")
+    if int(n_resamples) < 1: raise ValueError(f"`n_resamples` must be at least 1, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(int(n_runs), np.full(int(n_runs), 1/int(n_runs)), size=int(n_resamples)).astype(float)
+
+# %% ../nbs/01_metrics.ipynb #6e58c911
+INTERVAL_METRICS = ('tau', 'rho', 'mae')  # the metrics the bench gives bootstrap intervals for
+
+def _quad(C, M): return ((C @ M)*C).sum(1)   # cᵀMc for every row c of C
+
+def _boot_tau(C, e, y):
+    se,sy = np.sign(e[:,None] - e[None]),np.sign(y[:,None] - y[None])
+    return _quad(C, se*sy)/np.sqrt(_quad(C, np.abs(se))*_quad(C, np.abs(sy)))
+
+def _boot_ranks(C, v):
+    below,tied = (v[None] < v[:,None]).astype(float),(v[None] == v[:,None]).astype(float)
+    return C @ below.T + (C @ tied.T + 1)/2
+
+def _boot_rho(C, e, y):
+    w = C/C.sum(1, keepdims=True)
+    re,ry = _boot_ranks(C, e),_boot_ranks(C, y)
+    de,dy = re - (w*re).sum(1, keepdims=True),ry - (w*ry).sum(1, keepdims=True)
+    return (w*de*dy).sum(1)/np.sqrt((w*de**2).sum(1)*(w*dy**2).sum(1))
+
+def bootstrap_scores(est, # one estimate per run (NaN: no estimate)
+                     final, # final value per run
+                     counts:np.ndarray, # from `bootstrap_counts(len(est), ...)`
+                     predicts_accuracy:bool=True, # False: rank-only, MAE is NaN
+                    )->dict:
+    "τ, ρ and MAE on every resample in `counts` (arrays of length `len(counts)`; NaN where undefined)"
+    est,final = np.asarray(est, dtype=float).ravel(),np.asarray(final, dtype=float).ravel()
+    _pairs(est, final)   # checks the lengths
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    if counts.shape[1] != len(est): 
+        raise ValueError(f"`counts` has {counts.shape[1]} columns but there are {len(est)} runs")
+    ok = np.isfinite(est) & np.isfinite(final)
+    C,e,y = counts[:, ok],est[ok],final[ok]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        res = dict(tau=_boot_tau(C, e, y), rho=_boot_rho(C, e, y),
+                   mae=(C*np.abs(e - y)).sum(1)/C.sum(1) if predicts_accuracy else np.full(len(C), np.nan))
+    return {k: np.where(np.isfinite(v), v, np.nan) for k,v in res.items()}
+
+# %% ../nbs/01_metrics.ipynb #fa2692e0
+def percentile_interval(values, # a metric on every resample
+                        level:float=.95)->tuple:
+    "The central `level` percentile interval of `values`, NaN values left out (NaN, NaN if none is left)"
+    if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level}")
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v): return float('nan'), float('nan')
+    lo,hi = np.percentile(v, [50*(1 - level), 50*(1 + level)])
+    return float(lo), float(hi)
+
+def bootstrap_interval(est, # one estimate per run
+                       final, # final value per run
+                       n_resamples:int=1000, # bootstrap resamples of the runs
+                       seed:int=0, # seeds the resamples
+                       level:float=.95, # coverage of the interval
+                       predicts_accuracy:bool=True, # False: rank-only, no MAE
+                       counts:np.ndarray|None=None, # resamples to use instead of drawing `n_resamples` from `seed`
+                      )->dict:
+    "Point estimate and bootstrap percentile interval (`*_low`, `*_high`) of τ, ρ and MAE over the runs"
+    est = np.asarray(est, dtype=float).ravel()
+    if counts is None: counts = bootstrap_counts(len(est), n_resamples, seed)
+    point = score(est, final, predicts_accuracy)
+    boot = bootstrap_scores(est, final, counts, predicts_accuracy)
+    res = {}
+    for m in INTERVAL_METRICS: res[m],(res[f'{m}_low'],res[f'{m}_high']) = point[m],percentile_interval(boot[m], level)
+    return res
+
+# %% ../nbs/01_metrics.ipynb #2e1a78d1
+def paired_tau_diff(est_a, # estimates of estimator A, one per run
+                    est_b, # estimates of estimator B on the same runs
+                    final, # final value per run
+                    n_resamples:int=1000, # bootstrap resamples of the runs
+                    seed:int=0, # seeds the resamples
+                    level:float=.95, # coverage of the interval
+                    counts:np.ndarray|None=None, # resamples to use instead of drawing `n_resamples` from `seed`
+                   )->dict:
+    "τ(A) − τ(B) with its paired bootstrap interval: both τs computed on the same resamples of the runs"
+    est_a,est_b = np.asarray(est_a, dtype=float).ravel(),np.asarray(est_b, dtype=float).ravel()
+    if len(est_a) != len(est_b): 
+        raise ValueError(f"`est_a` and `est_b` must estimate the same runs, got {len(est_a)} and {len(est_b)} values")
+    if counts is None: counts = bootstrap_counts(len(est_a), n_resamples, seed)
+    d = bootstrap_scores(est_a, final, counts)['tau'] - bootstrap_scores(est_b, final, counts)['tau']
+    low,high = percentile_interval(d, level)
+    return dict(tau_diff=kendall_tau(est_a, final) - kendall_tau(est_b, final), tau_diff_low=low, tau_diff_high=high)
