@@ -283,10 +283,16 @@ class FeatureHistory(ColumnCallback):
         HeadHistory(**self._hh_args)   # validate K and the fit parameters now, not at the first epoch
         if not max_train_mb > 0: raise ValueError(f"`max_train_mb` must be positive, got {max_train_mb}")
         self.K,self.layer,self.max_train_mb,self.keep_features,self.seed = K,layer,max_train_mb,keep_features,seed
-        self._hook = None
+        self._hook,self._head = None,None
+
+    @property
+    def head(self)->nn.Linear:
+        "The linear head the callback hooks (found at `before_fit`)"
+        return self._head
 
     def before_fit(self):
-        self.head_name,self.head = find_head(self.learn.model, self.layer)
+        # stored as `_head`: fastai warns when a callback sets an attribute the model has, and models often have a `head`
+        self.head_name,self._head = find_head(self.learn.model, self.layer)
         C,n_cls = self.head.out_features,getattr(self.dls, 'c', None)
         if n_cls is not None and C != n_cls:
             raise ValueError(f"the head `{self.head_name}` has {C} outputs but the data has {n_cls} classes (`dls.c`); "
