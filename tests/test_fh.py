@@ -1,5 +1,5 @@
 "Fast checks of `potential.fh.core` outside the notebooks (the notebook `20_fh.core` has the full tests)."
-import numpy as np, pytest, torch
+import re, numpy as np, pytest, torch
 from potential.fh.core import FeatureHistory, FeatureStore, HeadHistory, feature_history, fh_memory, fit_head, head_probs
 from potential.core import get_estimators
 from potential.data import preserve_rng
@@ -52,3 +52,82 @@ def test_subsample_is_uniform():
     freq = counts/800
     assert torch.allclose(freq, torch.full((40,), 8/40), atol=0.07)
     assert abs(float(freq[:20].mean() - freq[20:].mean())) < 0.02    # the start of the epoch is not favoured
+
+
+# --- preconditions: checked at `before_fit`, before the first epoch ---------------------------------------------------
+import torch.nn.functional as F
+from torch import nn
+from fastai.basics import Learner, CrossEntropyLossFlat, Callback, DataLoaders
+from fastai.torch_core import no_random
+import fastai.callback.progress  # noqa: F401  (adds `Learner.no_bar`)
+from potential.core import CurveRecorder
+from potential.data import BatchDL, TensorDS, digits_arrays
+
+
+def _mlp(n_out=10): return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, n_out))
+
+
+def _dls(y_map=lambda y: y, n_valid=None):
+    xtr, ytr, xva, yva = map(torch.as_tensor, digits_arrays())
+    xva, yva = xva[:n_valid], yva[:n_valid]
+    dls = DataLoaders(BatchDL(TensorDS(xtr, y_map(ytr)), bs=64, shuffle=True),
+                      BatchDL(TensorDS(xva, y_map(yva)), bs=128), device='cpu')
+    dls.c = 10
+    return dls
+
+
+class _Epochs(Callback):
+    def before_fit(self): self.n = 0
+    def before_epoch(self): self.n += 1
+
+
+class _Unused(nn.Module):
+    def __init__(self): super().__init__(); self.body, self.spare = _mlp(), nn.Linear(32, 10)
+    def forward(self, x): return self.body(x)
+
+
+class _Twice(nn.Module):
+    def __init__(self): super().__init__(); self.inp, self.out = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), nn.Linear(10, 10)
+    def forward(self, x): return self.out(self.out(self.inp(x)))
+
+
+def _nan_mlp():
+    m = _mlp(); m[1].weight.data[0, 0] = float('nan'); return m
+
+
+CASES = {  # name: (FeatureHistory kwargs, model, dls, expected message)
+    'no_linear': ({}, lambda: nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten()), None, 'pass `layer=`'),
+    'unknown_layer': (dict(layer='fc'), _mlp, None, "`layer='fc'` is not a module of the model; its linear layers: ['1', '3']"),
+    'not_linear': (dict(layer='2'), _mlp, None, "the head must be an `nn.Linear`: one of ['1', '3']"),
+    'n_classes': ({}, lambda: _mlp(7), None, 'has 7 outputs but the data has 10 classes'),
+    'not_called': ({}, _Unused, None, "the head `spare` is not called when the model runs"),
+    'called_twice': ({}, _Twice, None, 'is called 2 times in one forward pass'),
+    'not_flat': ({}, lambda: nn.Sequential(nn.Flatten(2), nn.Linear(64, 10), nn.Flatten()), None,
+                 'not (batch, features)'),
+    'inner_layer': (dict(layer='1'), lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU(), nn.Linear(10, 10)),
+                    None, "are not the model's predictions"),
+    'nan_features': ({}, _nan_mlp, None, 'contain NaN or infinite values before training'),
+    'no_valid': ({}, _mlp, lambda: _dls(n_valid=0), '`dls.valid` is empty'),
+    'one_hot_targets': ({}, _mlp, lambda: _dls(lambda y: F.one_hot(y, 10).float()), 'needs class-index targets'),
+    'targets_out_of_range': ({}, _mlp, lambda: _dls(lambda y: y + 5), 'class indices in [0, 10)'),
+}
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_refuses_before_first_epoch(case):
+    kwargs, model, dls, msg = CASES[case]
+    ep = _Epochs()
+    with no_random(0):
+        learn = Learner(dls() if dls else _dls(), model(), loss_func=CrossEntropyLossFlat(),
+                        cbs=[CurveRecorder(), FeatureHistory(**kwargs), ep])
+    with learn.no_bar(), learn.no_logging(), pytest.raises(ValueError, match=re.escape(msg)): learn.fit(1)
+    assert ep.n == 0
+
+
+def test_check_leaves_training_unchanged():
+    "The check's forward pass changes neither the model, its modes nor the random streams"
+    def fit(cbs):
+        with no_random(0): learn = Learner(_dls(), _mlp(), loss_func=CrossEntropyLossFlat(), cbs=[CurveRecorder(), *cbs])
+        with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
+        return learn.curve_recorder.curves['valid_acc'], learn.curve_recorder.curves['train_loss']
+    assert fit([]) == fit([FeatureHistory(K=2)])

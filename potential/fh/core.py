@@ -15,6 +15,8 @@ from torch import nn
 import torch.nn.functional as F
 from fastai.basics import *
 from ..core import *
+from copy import deepcopy
+from ..data import preserve_rng
 
 # %% auto #0
 __all__ = ['FH_FIT_DEFAULTS', 'fit_head', 'head_probs', 'HeadHistory', 'feature_history', 'find_head', 'fh_memory',
@@ -185,6 +187,8 @@ def feature_history(train_feats, # per epoch: (N_e, d) training features as capt
     return pd.DataFrame(rows, index=pd.RangeIndex(1, n+1, name='epoch'))
 
 # %% ../../nbs/20_fh.core.ipynb #95c9957c
+def _linear_names(model): return [n for n,m in model.named_modules() if isinstance(m, nn.Linear)]
+
 def find_head(model:nn.Module, # the classifier
               layer:str|nn.Module|None=None, # the head: a name in `model.named_modules()`, a module, or None for the last `nn.Linear`
              )->tuple:
@@ -198,15 +202,16 @@ def find_head(model:nn.Module, # the classifier
         return lins[-1]
     if isinstance(layer, str):
         d = dict(named)
-        if layer not in d: raise ValueError(f"`layer={layer!r}` is not a module of the model; names: {[n for n,_ in named if n][:20]}")
+        if layer not in d: raise ValueError(f"`layer={layer!r}` is not a module of the model; its linear layers: {_linear_names(model)}")
         name,mod = layer,d[layer]
     elif isinstance(layer, nn.Module):
         name = next((n for n,m in named if m is layer), None)
-        if name is None: raise ValueError("`layer=` is a module that is not part of the model")
+        if name is None: raise ValueError(f"`layer=` is a module that is not part of the model; its linear layers: {_linear_names(model)}")
         mod = layer
     else: raise TypeError(f"`layer=` must be a module name, an `nn.Module` or None, got {type(layer).__name__}")
     if not isinstance(mod, nn.Linear): 
-        raise ValueError(f"`layer={name!r}` is a {type(mod).__name__}; the head must be an `nn.Linear`")
+        raise ValueError(f"`layer={name!r}` is a {type(mod).__name__}; the head must be an `nn.Linear`: "
+                         f"one of {_linear_names(model)}")
     return name,mod
 
 # %% ../../nbs/20_fh.core.ipynb #78a3fdba
@@ -278,20 +283,77 @@ class FeatureHistory(ColumnCallback):
         HeadHistory(**self._hh_args)   # validate K and the fit parameters now, not at the first epoch
         if not max_train_mb > 0: raise ValueError(f"`max_train_mb` must be positive, got {max_train_mb}")
         self.K,self.layer,self.max_train_mb,self.keep_features,self.seed = K,layer,max_train_mb,keep_features,seed
-        self._hook = None
+        self._hook,self._head = None,None
+
+    @property
+    def head(self)->nn.Linear:
+        "The linear head the callback hooks (found at `before_fit`)"
+        return self._head
 
     def before_fit(self):
-        self.head_name,self.head = find_head(self.learn.model, self.layer)
+        # stored as `_head`: fastai warns when a callback sets an attribute the model has, and models often have a `head`
+        self.head_name,self._head = find_head(self.learn.model, self.layer)
         C,n_cls = self.head.out_features,getattr(self.dls, 'c', None)
         if n_cls is not None and C != n_cls:
             raise ValueError(f"the head `{self.head_name}` has {C} outputs but the data has {n_cls} classes (`dls.c`); "
-                             "pass the classifier's output layer as `layer=`")
+                             f"pass the classifier's output layer as `layer=` (linear layers: {_linear_names(self.model)})")
+        self._check_forward()
         super().before_fit()
         self.state,self.saved,self.peak_bytes,self.seconds = HeadHistory(**self._hh_args),[],0,0.
         self._train = self._val = None
         self._box,self._due,self._warned = [None],False,False
         if self._hook is not None: self._hook.remove()
         self._hook = self.head.register_forward_hook(self._hook_fn)
+
+    def _check_forward(self):
+        "Run one validation batch through the model before any epoch and check what the method needs of the head"
+        dl,name,lins = self.dls.valid,self.head_name,_linear_names(self.model)
+        if not getattr(dl, 'n', 1):
+            raise ValueError("`dls.valid` is empty: FeatureHistory estimates from the validation samples, "
+                             "so the learner needs a validation set")
+        seen = []
+        hook = self.head.register_forward_hook(lambda m, i, o: seen.append((i[0] if i else None, o)))
+        modes = [(m, m.training) for m in self.model.modules()]
+        dl_rng = deepcopy(getattr(dl, 'rng', None))
+        try:
+            with preserve_rng(), torch.no_grad():
+                self.model.eval()
+                b = dl.one_batch()
+                i = getattr(self.dls, 'n_inp', 1 if len(b) == 1 else len(b) - 1)   # fastai's split of a batch
+                xb,yb = b[:i],b[i:]
+                pred = self.model(*xb)
+        finally:
+            hook.remove()
+            for m,t in modes: m.training = t
+            if dl_rng is not None: dl.rng = dl_rng      # the loader's own random state, as it was
+        if not seen:
+            raise ValueError(f"the head `{name}` is not called when the model runs; pass the layer that computes the "
+                             f"model's output as `layer=` (linear layers: {lins})")
+        if len(seen) > 1:
+            raise ValueError(f"the head `{name}` is called {len(seen)} times in one forward pass; the head must be the "
+                             f"output layer, applied once: pass it as `layer=` (linear layers: {lins})")
+        h,out = seen[0]
+        if h is None or h.ndim != 2:
+            raise ValueError(f"the head `{name}` receives inputs of shape {None if h is None else tuple(h.shape)}, not "
+                             "(batch, features); pass a linear layer applied to flat features as `layer=` "
+                             f"(linear layers: {lins})")
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError(f"the features entering the head `{name}` contain NaN or infinite values before training "
+                             "(check the model's initial weights and the inputs)")
+        if isinstance(pred, torch.Tensor):
+            same = pred.shape == out.shape and bool((pred.argmax(-1) == out.argmax(-1)).all())
+            if not same:
+                raise ValueError(f"the outputs of the head `{name}` (shape {tuple(out.shape)}) are not the model's "
+                                 f"predictions (shape {tuple(pred.shape)}, other classes): the head must be the model's "
+                                 f"output layer; pass it as `layer=` (linear layers: {lins})")
+        y = yb[0] if len(yb) else None
+        if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.is_floating_point() or len(y) != len(h):
+            desc = 'none' if y is None else f"shape {tuple(getattr(y, 'shape', ()))}, dtype {getattr(y, 'dtype', type(y).__name__)}"
+            raise ValueError(f"FeatureHistory needs class-index targets, one integer per sample; the validation "
+                             f"batch's target has {desc}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= out.shape[-1]):
+            raise ValueError(f"the targets must be class indices in [0, {out.shape[-1]}) (the head `{name}` has "
+                             f"{out.shape[-1]} outputs), got values in [{int(y.min())}, {int(y.max())}]")
 
     def _hook_fn(self, mod, inp, out):
         if self._due: self._box[0] = (inp[0], out)   # a list slot: cheaper than fastai's `Callback.__setattr__`
