@@ -180,7 +180,22 @@ def test_dsarnn_default_is_nn_lstm_with_recovered_gates():
     assert isinstance(m.lstm, nn.LSTM)
     out, f = record_forget_gates(m, x)
     torch.testing.assert_close(out, m(x))
-    assert f.shape == (2, 20, 5) and ((f > 0) & (f < 1)).all() and not m.lstm.record
+    assert f.shape == (2, 20, 5) and not m.lstm.record
+    # the recovered forget gates equal those of an nn.LSTMCell loop over the same attention inputs
+    with torch.no_grad():
+        E, N = m.n_emb, 5
+        mask = (x[:, :, 1:].sum(-1) != 0).float()
+        frame, obj = m.em_img(x[:, :, 0]), m.em_obj(x[:, :, 1:]) * mask[..., None]
+        cell = nn.LSTMCell(2 * E, N)
+        cell.load_state_dict({k[:-3]: v for k, v in m.lstm.state_dict().items()})
+        h = c = torch.zeros(2, N)
+        fs = []
+        for t in range(20):
+            a = m.att_v(torch.tanh(m.att_u(obj[:, t]) + m.att_w(h)[:, None]))[..., 0].softmax(-1) * mask[:, t]
+            xt = torch.cat([frame[:, t], (a[..., None] * obj[:, t]).sum(1)], -1)
+            fs.append(torch.sigmoid((xt @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh)[:, N:2 * N]))
+            h, c = cell(xt, (h, c))
+    torch.testing.assert_close(f, torch.stack(fs, 1), atol=1e-5, rtol=0)
     with no_random(0):
         mp = DSARNN(n_feat=6, n_hidden=5, n_emb=4, peephole=True).eval()
     assert isinstance(mp.lstm, PeepholeLSTM) and record_forget_gates(mp, x)[1].shape == (2, 20, 5)
