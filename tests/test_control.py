@@ -12,8 +12,8 @@ from potential.workload import classification_learner
 from potential.lal.gates import PeepholeLSTM
 from potential.lal.dsarnn import toy_anticipation_learner, APCallback
 from potential.control.grow import net2wider, widenable_layers, find_consumers
-from potential.control.policy import Decision, RulePolicy, decide, sen_mlp_config, SEN_ACTIONS
-from potential.control.sen import SENController, snapshot
+from potential.control.policy import Decision, RulePolicy, ask_policy, sen_mlp_config, SEN_ACTIONS
+from potential.control.sen import SENController, snapshot_state
 
 
 class Seq(nn.Module):
@@ -112,7 +112,7 @@ def test_net2wider_bad_input():
 
 def test_policy_bad_action():
     with pytest.raises(ValueError, match=r"unknown action 'shrink' in a Decision; valid actions"): Decision('shrink')
-    with pytest.raises(TypeError, match=r"a policy must return a `Decision\(action, reason\)`, got str"): decide(lambda h: 'grow', pd.DataFrame())
+    with pytest.raises(TypeError, match=r"a policy must return a `Decision\(action, reason\)`, got str"): ask_policy(lambda h: 'grow', pd.DataFrame())
     assert RulePolicy().decide(pd.DataFrame()).action == 'continue'
 
 
@@ -149,7 +149,7 @@ def test_rollback_restores_exactly():
     class Probe(CurveRecorder.__mro__[1]):   # a plain fastai Callback
         order = 60
         def before_fit(self): self.states = []
-        def before_epoch(self): self.states.append(snapshot(self.learn.model, self.learn.opt))
+        def before_epoch(self): self.states.append(snapshot_state(self.learn.model, self.learn.opt))
     probe = Probe()
     learn = mlp_learner([SENController(Script(['continue', 'retrain'])), probe])
     fit(learn, 3)
