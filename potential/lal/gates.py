@@ -47,6 +47,7 @@ class _PeepholeSeq(torch.autograd.Function):
             o = g[:, 3*N:].addcmul_(p_o, c).sigmoid_()
             h = torch.mul(torch.tanh(c, out=TC[t]), o, out=H[t])
         ctx.save_for_backward(h0, c0, R, p_i, p_f, p_o, H, C, TC, G)
+        ctx.set_materialize_grads(False)   # an unused output (the cell states) sends None, not zeros
         Gb = G.transpose(0, 1)
         ctx.mark_non_differentiable(Gb)
         return H.transpose(0, 1), C.transpose(0, 1), Gb
@@ -55,24 +56,28 @@ class _PeepholeSeq(torch.autograd.Function):
     def backward(ctx, dH, dC, _):
         h0, c0, R, p_i, p_f, p_o, H, C, TC, G = ctx.saved_tensors
         T,B,N = H.shape
+        z,i,f,o = G[..., :N],G[..., N:2*N],G[..., 2*N:3*N],G[..., 3*N:]
+        Cp = torch.cat([c0[None], C[:-1]])
+        # every factor of the gate gradients that does not depend on the incoming gradient, for all steps at once
+        ds = G[..., N:]*(1 - G[..., N:])                                             # sigmoid' of i|f|o
+        A_o,B_c = TC*ds[..., 2*N:],o*(1 - TC*TC)                                     # do = dh*A_o; dc += dh*B_c
+        C_i,C_f,C_z = z*ds[..., :N],Cp*ds[..., N:2*N],i*(1 - z*z)                     # di, df, dz = dc*C_.
         D = torch.empty_like(G)                                                       # gradients of the pre-activations
         dH = None if dH is None else dH.transpose(0, 1)
         dC = None if dC is None else dC.transpose(0, 1)
         dh,dc = h0.new_zeros(B, N),c0.new_zeros(B, N)
         for t in range(T-1, -1, -1):
-            g,d,tc = G[t],D[t],TC[t]
-            z,i,f,o = g[:, :N],g[:, N:2*N],g[:, 2*N:3*N],g[:, 3*N:]
-            cp = C[t-1] if t else c0
+            d = D[t]
             if dH is not None: dh = dh + dH[t]
-            do = torch.mul(dh*tc, o*(1-o), out=d[:, 3*N:])
-            dc = dc + dh*o*(1-tc*tc) + do*p_o
+            do = torch.mul(dh, A_o[t], out=d[:, 3*N:])
+            dc = torch.addcmul(torch.addcmul(dc, dh, B_c[t]), do, p_o)
             if dC is not None: dc = dc + dC[t]
-            di = torch.mul(dc*z, i*(1-i), out=d[:, N:2*N])
-            df = torch.mul(dc*cp, f*(1-f), out=d[:, 2*N:3*N])
-            torch.mul(dc*i, 1-z*z, out=d[:, :N])
-            dc = dc*f + di*p_i + df*p_f
-            dh = d @ R
-        Hp,Cp = torch.cat([h0[None], H[:-1]]),torch.cat([c0[None], C[:-1]])
+            di = torch.mul(dc, C_i[t], out=d[:, N:2*N])
+            df = torch.mul(dc, C_f[t], out=d[:, 2*N:3*N])
+            torch.mul(dc, C_z[t], out=d[:, :N])
+            dc = torch.addcmul(torch.addcmul(dc*f[t], di, p_i), df, p_f)
+            dh = torch.mm(d, R)
+        Hp = torch.cat([h0[None], H[:-1]])
         dR = D.flatten(0, 1).t() @ Hp.flatten(0, 1)
         dp_i = (D[..., N:2*N]*Cp).sum((0, 1)); dp_f = (D[..., 2*N:3*N]*Cp).sum((0, 1)); dp_o = (D[..., 3*N:]*C).sum((0, 1))
         return D.transpose(0, 1), dh, dc, dR, dp_i, dp_f, dp_o
@@ -212,17 +217,16 @@ def record_forget_gates(model:nn.Module, x, # model and its input batch
     return out, f
 
 # %% ../../nbs/10_lal.gates.ipynb #5dd25ebe
-def _seconds(f, reps:int=5, warmup:int=2, threads:int=1)->float:
-    "Mean seconds per call of `f` over `reps` calls on `threads` torch threads, after warm-up calls (torch's `Timer`)"
+def _seconds(f, reps:int=5, threads:int=1)->float:
+    "Median seconds per call of `f` on `threads` torch threads over `reps`/5 s of timed blocks (torch's `Timer.blocked_autorange`, robust to a busy machine)"
     from torch.utils.benchmark import Timer
-    t = Timer('f()', globals={'f': f}, num_threads=threads)
-    t.timeit(warmup)       # warm-up: first calls allocate
-    return t.timeit(reps).mean
+    f()                    # warm-up: the first call allocates
+    return Timer('f()', globals={'f': f}, num_threads=threads).blocked_autorange(min_run_time=.2*reps).median
 
 def bench_peephole(B:int=10, T:int=100, M:int=64, hidden=(16, 64, 256), # batch, frames, inputs, hidden sizes
-                   reps:int=5, # timed calls per variant
+                   reps:int=5, # timing effort per variant: reps/5 seconds of timed blocks, whose median is reported
                    threads:int=1): # torch threads while timing (restored afterwards)
-    "Mean seconds of forward+backward for PeepholeLSTM, the same cell looped with autograd, and `nn.LSTM`; with ratios"
+    "Median seconds of forward+backward for PeepholeLSTM, the same cell looped with autograd, and `nn.LSTM`; with ratios"
     import pandas as pd
     rows = []
     for N in hidden:
