@@ -158,3 +158,62 @@ def test_learners_leave_global_state_alone():
     assert torch.equal(m2.out.weight, experiment_learner(learn.dls, 4, seed=3, setting=setting).model.out.weight)
     bench_peephole(B=2, T=5, M=3, hidden=(2,), reps=1)
     assert torch.get_num_threads() == n_threads
+
+
+def test_peephole_backward_matches_numerical():
+    from potential.lal.gates import _PeepholeSeq
+    import torch.nn.functional as F
+    with no_random(1):
+        args = [torch.randn(s, dtype=torch.double, requires_grad=True) for s in ((12, 2), (12, 3), (2, 3), (2, 3), (3,), (3,), (3,))]
+        x = torch.randn(2, 5, 2, dtype=torch.double)
+
+    def seq(W, R, h0, c0, p_i, p_f, p_o):
+        H, C, _ = _PeepholeSeq.apply(F.linear(x, W), h0, c0, R, p_i, p_f, p_o)
+        return H, C
+    assert torch.autograd.gradcheck(seq, args)
+
+
+def test_dsarnn_default_is_nn_lstm_with_recovered_gates():
+    with no_random(0):
+        m = DSARNN(n_feat=6, n_hidden=5, n_emb=4).eval()
+        x = torch.randn(2, 20, 3, 6)
+    assert isinstance(m.lstm, nn.LSTM)
+    out, f = record_forget_gates(m, x)
+    torch.testing.assert_close(out, m(x))
+    assert f.shape == (2, 20, 5) and not m.lstm.record
+    # the recovered forget gates equal those of an nn.LSTMCell loop over the same attention inputs
+    with torch.no_grad():
+        E, N = m.n_emb, 5
+        mask = (x[:, :, 1:].sum(-1) != 0).float()
+        frame, obj = m.em_img(x[:, :, 0]), m.em_obj(x[:, :, 1:]) * mask[..., None]
+        cell = nn.LSTMCell(2 * E, N)
+        cell.load_state_dict({k[:-3]: v for k, v in m.lstm.state_dict().items()})
+        h = c = torch.zeros(2, N)
+        fs = []
+        for t in range(20):
+            a = m.att_v(torch.tanh(m.att_u(obj[:, t]) + m.att_w(h)[:, None]))[..., 0].softmax(-1) * mask[:, t]
+            xt = torch.cat([frame[:, t], (a[..., None] * obj[:, t]).sum(1)], -1)
+            fs.append(torch.sigmoid((xt @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh)[:, N:2 * N]))
+            h, c = cell(xt, (h, c))
+    torch.testing.assert_close(f, torch.stack(fs, 1), atol=1e-5, rtol=0)
+    with no_random(0):
+        mp = DSARNN(n_feat=6, n_hidden=5, n_emb=4, peephole=True).eval()
+    assert isinstance(mp.lstm, PeepholeLSTM) and record_forget_gates(mp, x)[1].shape == (2, 20, 5)
+
+
+def test_calibrated_lal_variants():
+    from potential.lal.core import calibrate_tau
+
+    class Tagger(nn.Module):
+        def __init__(self): super().__init__(); self.rnn, self.head = PeepholeLSTM(3, 6), nn.Linear(6, 2)
+        def forward(self, x): return self.head(self.rnn(x)[0])
+    with no_random(0):
+        m, x = Tagger(), torch.randn(8, 100, 3)
+    with torch.no_grad(): m.head.bias.copy_(torch.tensor([-5., 5.]))
+    L = lcal(record_forget_gates(m, x)[1])
+    tau = calibrate_tau(m, x)
+    r = model_lal(m, x, tau_cal=tau)
+    assert abs(r['mean_lcal'] - float(L.mean())) < 1e-6
+    assert abs(r['lal_cal'] - lal(L, tau)) < 1e-9
+    assert math.isnan(model_lal(m, x)['lal_cal'])
+    with pytest.raises(ValueError, match='`q` must be a quantile'): calibrate_tau(m, x, q=0)

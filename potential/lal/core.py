@@ -13,7 +13,7 @@ from ..core import *
 from .gates import *
 
 # %% auto #0
-__all__ = ['lcal', 'lal', 'accident_prob', 'true_positive_scenes', 'model_lal', 'LALCallback', 'LAL']
+__all__ = ['lcal', 'lal', 'accident_prob', 'true_positive_scenes', 'model_lal', 'calibrate_tau', 'LALCallback', 'LAL']
 
 # %% ../../nbs/11_lal.core.ipynb #c728459c
 def _as_float_tensor(a, name):
@@ -85,8 +85,10 @@ def model_lal(model:nn.Module, # a model with a PeepholeLSTM or nn.LSTM, output 
               tau:float=0.05, w:int=5, span:tuple=(10, 90), # LCAL/LAL parameters
               bs:int=32, # batch size when `x` is a tensor
               prob=accident_prob, # output -> (B, T) probability
+              tau_cal:float|None=None, # also the LAL at this calibrated threshold (`lal_cal`); see `calibrate_tau`
+              return_lcals:bool=False, # also return the LCALs (TrueP scenes, N) as `lcals`
              )->dict:
-    "LAL of `model` on accident clips `x`: dict with `lal`, `n_truep`, `n_clips`"
+    "LAL of `model` on accident clips `x`: dict with `lal`, `n_truep`, `n_clips`, the mean LCAL `mean_lcal` and `lal_cal`"
     pick_lstm(model, module)
     was = model.training
     model.eval()
@@ -103,7 +105,18 @@ def model_lal(model:nn.Module, # a model with a PeepholeLSTM or nn.LSTM, output 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         v = lal(L.cpu(), tau)
-    return dict(lal=v, n_truep=len(L) if lcals else 0, n_clips=n)
+        vc = lal(L.cpu(), tau_cal) if tau_cal is not None else float('nan')
+    r = dict(lal=v, n_truep=len(L) if lcals else 0, n_clips=n, mean_lcal=float(L.mean()) if lcals else float('nan'), lal_cal=vc)
+    if return_lcals: r['lcals'] = L.cpu()
+    return r
+
+def calibrate_tau(model:nn.Module, x, # a reference model and its accident clips (as `model_lal`)
+                  q:float=0.5, # quantile of the reference's LCALs that becomes the threshold
+                  **kwargs)->float: # `model_lal` arguments (toa, span, w, ...)
+    "A LAL threshold from a reference run: the `q`-quantile of its TrueP scenes' LCALs (NaN without TrueP scenes)"
+    if not 0 < q < 1: raise ValueError(f"`q` must be a quantile strictly between 0 and 1, got {q}")
+    L = model_lal(model, x, return_lcals=True, **kwargs)['lcals']
+    return float(torch.quantile(L.flatten().float(), q)) if L.numel() and L.shape[0] else float('nan')
 
 # %% ../../nbs/11_lal.core.ipynb #9d7cb86c
 def _first_batch(x):
@@ -113,8 +126,8 @@ def _first_batch(x):
     return None
 
 class LALCallback(ColumnCallback):
-    "Add the LSTM Activity Level of the model on accident clips as column `lal` (and `lal_truep`) every `every` epochs"
-    columns = ['lal', 'lal_truep']
+    "Add the LSTM Activity Level of the model on accident clips as column `lal` (with `lal_truep`, the mean LCAL `lal_mean` and the calibrated `lal_cal`) every `every` epochs"
+    columns = ['lal', 'lal_truep', 'lal_mean', 'lal_cal']
     def __init__(self, data=None, # accident clips (tensor or iterable of batches); None: `n_clips` positives of the valid set
                  every:int=5, # compute every `every` epochs (and at the last one)
                  module=None, # which LSTM (name or module) when the model holds several
@@ -122,14 +135,15 @@ class LALCallback(ColumnCallback):
                  toa:int=90, # accident frame: TrueP means an alarm in frames 0..toa-1
                  threshold:float=0.5, tau:float=0.05, # alarm probability; LCAL activity threshold
                  w:int=5, span:tuple=(10, 90), # LCAL window length and the (first, last) 1-based frames it covers
-                 prob=accident_prob): # model output -> (B, T) accident probability
+                 prob=accident_prob, # model output -> (B, T) accident probability
+                 tau_cal:float|None=None): # a calibrated threshold (`calibrate_tau`) for the `lal_cal` column; None: NaN
         super().__init__(every)
         if int(toa) < 1: raise ValueError(f"`toa` must be a positive frame number, got {toa}")
         if len(span) != 2 or not 1 <= int(span[0]) <= int(span[1]):
             raise ValueError(f"`span` must be (first, last) 1-based frames with 1 <= first <= last, got {span}")
         if not 1 <= int(w) <= span[1] - span[0] + 1:
             raise ValueError(f"`w` must be between 1 and the `span` length {span[1]-span[0]+1}, got {w}")
-        store_attr('data,module,n_clips,toa,threshold,tau,w,span,prob')
+        store_attr('data,module,n_clips,toa,threshold,tau,w,span,prob,tau_cal')
 
     def before_fit(self):
         # every check before `super().before_fit()` adds the columns: a refused fit leaves the learner untouched
@@ -163,8 +177,8 @@ class LALCallback(ColumnCallback):
     def compute(self):
         if isinstance(self._x, Tensor) and len(self._x) == 0: return dict(lal=float('nan'), lal_truep=0)
         r = model_lal(self.learn.model, self._x, self.module, self.toa, self.threshold, self.tau, self.w, self.span,
-                      prob=self.prob)
-        return dict(lal=r['lal'], lal_truep=r['n_truep'])
+                      prob=self.prob, tau_cal=self.tau_cal)
+        return dict(lal=r['lal'], lal_truep=r['n_truep'], lal_mean=r['mean_lcal'], lal_cal=r['lal_cal'])
 
 class LAL(FromColumn):
     "The `lal` column recorded by `LALCallback`, as a rank-only estimator (higher LAL, more potential)"

@@ -29,12 +29,14 @@ __all__ = ['LAL_EXPERIMENT', 'DSARNN', 'anticipation_loss', 'anticipation_metric
 # %% ../../nbs/13_lal.dsarnn.ipynb #e6951bdf
 class DSARNN(nn.Module):
     "Dynamic-spatial-attention RNN: (B, T, 1+J, D) features -> (B, T, 2) per-frame accident logits"
+    net2wider_consumers = {'lstm': ['att_w', 'out']}   # the layers reading h_t, for `potential.control.net2wider`
     def __init__(self, n_feat:int=4096, # D, features per slot (4096 for the VGG fc7 features of DAD)
                  n_hidden:int=512, # LSTM cells (the size the LAL paper varies)
                  n_emb:int=256, # frame and object embedding size
                  n_att:int|None=None, # attention size (defaults to `n_emb`)
                  p_drop:float=0.5, # dropout on the LSTM output
-                 init_std:float|None=0.01): # N(0, init_std) init of the non-LSTM weights; None keeps PyTorch's
+                 init_std:float|None=0.01, # N(0, init_std) init of the non-LSTM weights; None keeps PyTorch's
+                 peephole:bool=False): # True: the paper's peephole cell (`PeepholeLSTM`); False: `nn.LSTM`'s fused cell
         super().__init__()
         n_att = n_att or n_emb
         self.n_feat,self.n_emb = n_feat,n_emb
@@ -42,7 +44,10 @@ class DSARNN(nn.Module):
         self.att_w = nn.Linear(n_hidden, n_att, bias=False)   # W_a
         self.att_u = nn.Linear(n_emb, n_att)                  # U_a, b_a
         self.att_v = nn.Linear(n_att, 1, bias=False)          # w
-        self.lstm = PeepholeLSTM(2*n_emb, n_hidden)
+        if peephole: self.lstm = PeepholeLSTM(2*n_emb, n_hidden)
+        else:
+            self.lstm = nn.LSTM(2*n_emb, n_hidden, batch_first=True)
+            with torch.no_grad(): self.lstm.bias_ih_l0[n_hidden:2*n_hidden] += 1.   # forget bias 1, as the peephole cell
         self.drop = nn.Dropout(p_drop)
         self.out = nn.Linear(n_hidden, 2)
         if init_std is not None:
@@ -60,20 +65,37 @@ class DSARNN(nn.Module):
         obj = self.em_obj(x[:, :, 1:])*mask[..., None]           # (B, T, J, E)
         uo = self.att_u(obj)                                     # (B, T, J, A)
         lstm = self.lstm
-        gf = F.linear(frame, lstm.W[:, :E], lstm.b)              # frame part of the gates, all frames at once
-        Wo = lstm.W[:, E:]
-        h,c = lstm.init_state(x)
-        hs,fs,alphas = [],[],[]
+        peep = isinstance(lstm, PeepholeLSTM)
+        record = getattr(lstm, 'record', False)
+        if peep:
+            gf = F.linear(frame, lstm.W[:, :E], lstm.b)          # frame part of the gates, all frames at once
+            Wo = lstm.W[:, E:]
+            h,c = lstm.init_state(x)
+        else:
+            gf = F.linear(frame, lstm.weight_ih_l0[:, :E], lstm.bias_ih_l0 + lstm.bias_hh_l0)
+            Wo,R = lstm.weight_ih_l0[:, E:],lstm.weight_hh_l0
+            h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
+        hs,fs,phis,alphas = [],[],[],[]
         for t in range(x.shape[1]):
             e = self.att_v(torch.tanh(uo[:, t] + self.att_w(h)[:, None]))[..., 0]     # (B, J)
             a = e.softmax(-1)*mask[:, t]
             phi = (a[..., None]*obj[:, t]).sum(1)
-            h,c,_,_,f,_ = lstm.step(gf[:, t] + F.linear(phi, Wo), h, c)
+            if peep:
+                h,c,_,_,f,_ = lstm.step(gf[:, t] + F.linear(phi, Wo), h, c)
+                if record: fs.append(f.detach())
+            else:
+                i,f,g,o = torch.addmm(torch.addmm(gf[:, t], phi, Wo.t()), h, R.t()).chunk(4, 1)   # i|f|g|o, as nn.LSTM
+                c = torch.sigmoid(f)*c + torch.sigmoid(i)*torch.tanh(g)
+                h = torch.sigmoid(o)*torch.tanh(c)
+                if record: phis.append(phi.detach())
             hs.append(h)
-            if lstm.record: fs.append(f.detach())
             if return_attention: alphas.append(a)
-        if lstm.record: lstm.recorded = {'f': torch.stack(fs, 1)}
-        out = self.out(self.drop(torch.stack(hs, 1)))
+        H = torch.stack(hs, 1)
+        if record and peep: lstm.recorded = {'f': torch.stack(fs, 1)}
+        if record and not peep:    # forget gates recovered after the loop, in one batched product
+            X = torch.cat([frame, torch.stack(phis, 1)], -1).detach()
+            lstm.recorded = {'f': lstm_forget_gates(lstm, X, H.detach())}
+        out = self.out(self.drop(H))
         return (out, torch.stack(alphas, 1)) if return_attention else out
 
 # %% ../../nbs/13_lal.dsarnn.ipynb #a30bb6cb

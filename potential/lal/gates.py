@@ -31,18 +31,56 @@ def peephole_step(g:Tensor, # (B, 4N) the gate pre-activations W x_t + b, withou
     h = torch.tanh(c)*o
     return h, c, z, i, f, o
 
-@torch.jit.script
-def _peephole_loop(wx:Tensor, h:Tensor, c:Tensor, R:Tensor, p_i:Tensor, p_f:Tensor, p_o:Tensor, keep:bool):
-    hs = []; cs = []; zs = []; is_ = []; fs = []; os_ = []
-    for t in range(wx.size(1)):
-        h, c, z, i, f, o = peephole_step(wx[:, t], h, c, R, p_i, p_f, p_o)
-        hs.append(h)
-        if keep:
-            cs.append(c); zs.append(z); is_.append(i); fs.append(f); os_.append(o)
-    H = torch.stack(hs, 1)
-    if keep:
-        return H, h, c, [torch.stack(zs, 1), torch.stack(is_, 1), torch.stack(fs, 1), torch.stack(os_, 1), torch.stack(cs, 1)]
-    return H, h, c, [H]
+class _PeepholeSeq(torch.autograd.Function):
+    "The whole peephole recurrence as one autograd node: tape-free forward, closed-form backward"
+    @staticmethod
+    def forward(ctx, wx, h0, c0, R, p_i, p_f, p_o):
+        B,T,N4 = wx.shape; N = N4//4
+        Rt,p_if = R.t(),torch.cat([p_i, p_f])
+        G = wx.new_empty(T, B, 4*N); C = wx.new_empty(T, B, N); TC = wx.new_empty(T, B, N); H = wx.new_empty(T, B, N)
+        h,c = h0,c0
+        for t in range(T):
+            g = torch.addmm(wx[:, t], h, Rt, out=G[t])                                # z|i|f|o pre-activations
+            z = g[:, :N].tanh_()
+            i_f = g[:, N:3*N].addcmul_(p_if, torch.cat([c, c], 1)).sigmoid_()        # i and f in one fused op
+            c = torch.addcmul(c*i_f[:, N:], z, i_f[:, :N], out=C[t])
+            o = g[:, 3*N:].addcmul_(p_o, c).sigmoid_()
+            h = torch.mul(torch.tanh(c, out=TC[t]), o, out=H[t])
+        ctx.save_for_backward(h0, c0, R, p_i, p_f, p_o, H, C, TC, G)
+        ctx.set_materialize_grads(False)   # an unused output (the cell states) sends None, not zeros
+        Gb = G.transpose(0, 1)
+        ctx.mark_non_differentiable(Gb)
+        return H.transpose(0, 1), C.transpose(0, 1), Gb
+
+    @staticmethod
+    def backward(ctx, dH, dC, _):
+        h0, c0, R, p_i, p_f, p_o, H, C, TC, G = ctx.saved_tensors
+        T,B,N = H.shape
+        z,i,f,o = G[..., :N],G[..., N:2*N],G[..., 2*N:3*N],G[..., 3*N:]
+        Cp = torch.cat([c0[None], C[:-1]])
+        # every factor of the gate gradients that does not depend on the incoming gradient, for all steps at once
+        ds = G[..., N:]*(1 - G[..., N:])                                             # sigmoid' of i|f|o
+        A_o,B_c = TC*ds[..., 2*N:],o*(1 - TC*TC)                                     # do = dh*A_o; dc += dh*B_c
+        C_i,C_f,C_z = z*ds[..., :N],Cp*ds[..., N:2*N],i*(1 - z*z)                     # di, df, dz = dc*C_.
+        D = torch.empty_like(G)                                                       # gradients of the pre-activations
+        dH = None if dH is None else dH.transpose(0, 1)
+        dC = None if dC is None else dC.transpose(0, 1)
+        dh,dc = h0.new_zeros(B, N),c0.new_zeros(B, N)
+        for t in range(T-1, -1, -1):
+            d = D[t]
+            if dH is not None: dh = dh + dH[t]
+            do = torch.mul(dh, A_o[t], out=d[:, 3*N:])
+            dc = torch.addcmul(torch.addcmul(dc, dh, B_c[t]), do, p_o)
+            if dC is not None: dc = dc + dC[t]
+            di = torch.mul(dc, C_i[t], out=d[:, N:2*N])
+            df = torch.mul(dc, C_f[t], out=d[:, 2*N:3*N])
+            torch.mul(dc, C_z[t], out=d[:, :N])
+            dc = torch.addcmul(torch.addcmul(dc*f[t], di, p_i), df, p_f)
+            dh = torch.mm(d, R)
+        Hp = torch.cat([h0[None], H[:-1]])
+        dR = D.flatten(0, 1).t() @ Hp.flatten(0, 1)
+        dp_i = (D[..., N:2*N]*Cp).sum((0, 1)); dp_f = (D[..., 2*N:3*N]*Cp).sum((0, 1)); dp_o = (D[..., 3*N:]*C).sum((0, 1))
+        return D.transpose(0, 1), dh, dc, dR, dp_i, dp_f, dp_o
 
 # %% ../../nbs/10_lal.gates.ipynb #0b6c3cc0
 class PeepholeLSTM(nn.Module):
@@ -88,10 +126,10 @@ class PeepholeLSTM(nn.Module):
         h,c = self.init_state(x) if state is None else state
         wx = F.linear(x, self.W, self.b)                     # all input projections in one product
         keep = return_gates or self.record
-        H,h,c,g = _peephole_loop(wx, h, c, self.R, self.p_i, self.p_f, self.p_o, keep)
-        if keep: gates = dict(zip('zifoc', g))
+        H,C,G = _PeepholeSeq.apply(wx, h, c, self.R, self.p_i, self.p_f, self.p_o)
+        if keep: gates = {**dict(zip('zifo', G.chunk(4, -1))), 'c': C}
         if self.record: self.recorded = {'f': gates['f'].detach()}
-        return (H, (h, c), gates) if return_gates else (H, (h, c))
+        return (H, (H[:, -1], C[:, -1]), gates) if return_gates else (H, (H[:, -1], C[:, -1]))
 
     def extra_repr(self): return f"{self.input_size}, {self.hidden_size}"
 
@@ -161,8 +199,11 @@ def _recording(lstm):
             hx = args[1] if len(args) > 1 else kwargs.get('hx')
             got['f'] = lstm_forget_gates(m, x, output[0], None if hx is None else hx[0]).detach()
         hd = lstm.register_forward_hook(hook, with_kwargs=True)
-        try: yield lambda: got.get('f')
-        finally: hd.remove()
+        # a model that drives the fused cell step by step (the DSA-RNN) stores the recovered gates in `recorded`
+        old = getattr(lstm, 'record', False)
+        lstm.record,lstm.recorded = True,None
+        try: yield lambda: got.get('f') if 'f' in got else (lstm.recorded or {}).get('f')
+        finally: hd.remove(); lstm.record = old
 
 def record_forget_gates(model:nn.Module, x, # model and its input batch
                         module:str|nn.Module|None=None, # which LSTM when there are several (see `pick_lstm`)
@@ -176,17 +217,16 @@ def record_forget_gates(model:nn.Module, x, # model and its input batch
     return out, f
 
 # %% ../../nbs/10_lal.gates.ipynb #5dd25ebe
-def _seconds(f, reps:int=5, warmup:int=4, threads:int=1)->float:
-    "Mean seconds per call of `f` over `reps` calls on `threads` torch threads, after warm-up calls (torch's `Timer`)"
+def _seconds(f, reps:int=5, threads:int=1)->float:
+    "Median seconds per call of `f` on `threads` torch threads over `reps`/5 s of timed blocks (torch's `Timer.blocked_autorange`, robust to a busy machine)"
     from torch.utils.benchmark import Timer
-    t = Timer('f()', globals={'f': f}, num_threads=threads)
-    t.timeit(warmup)       # warm-up: TorchScript's profiling executor optimises after a few calls
-    return t.timeit(reps).mean
+    f()                    # warm-up: the first call allocates
+    return Timer('f()', globals={'f': f}, num_threads=threads).blocked_autorange(min_run_time=.2*reps).median
 
 def bench_peephole(B:int=10, T:int=100, M:int=64, hidden=(16, 64, 256), # batch, frames, inputs, hidden sizes
-                   reps:int=5, # timed calls per variant
+                   reps:int=5, # timing effort per variant: reps/5 seconds of timed blocks, whose median is reported
                    threads:int=1): # torch threads while timing (restored afterwards)
-    "Mean seconds of forward+backward for PeepholeLSTM, a Python loop of the same cell, and `nn.LSTM`; with ratios"
+    "Median seconds of forward+backward for PeepholeLSTM, the same cell looped with autograd, and `nn.LSTM`; with ratios"
     import pandas as pd
     rows = []
     for N in hidden:
