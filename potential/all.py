@@ -28,5 +28,9 @@ from .peephole.eval import *
 from .attributes.extract import *
 from .attributes.models import *
 from .attributes.population import *
+from .control.grow import *
+from .control.policy import *
+from .control.sen import *
+from .control.experiment import *
 import importlib as _il
-__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.gates', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty
+__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.gates', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population', 'potential.control.grow', 'potential.control.policy', 'potential.control.sen', 'potential.control.experiment'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty

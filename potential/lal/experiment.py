@@ -24,7 +24,7 @@ __all__ = ['LAL_SIZES', 'LAL_SEEDS', 'LAL_EXPERIMENT_VERSION', 'SkipValid', 'bui
 # %% ../../nbs/15_lal_experiment.ipynb #a5fff9aa
 LAL_SIZES = (1, 2, 4, 32)   # hidden sizes: too small ... ample
 LAL_SEEDS = (0, 1, 2)
-LAL_EXPERIMENT_VERSION = 2   # bump when a change to this module changes the runs (it is part of every run's cache key)
+LAL_EXPERIMENT_VERSION = 3   # bump when a change changes the runs (it is part of every run's cache key); 3: nn.LSTM cell
 
 class SkipValid(Callback):
     "Skip the validation pass on epochs where no column is due (every `every` epochs and the last are kept)"
