@@ -52,6 +52,15 @@ def wait_running(study, timeout=60, exclude=()):
         time.sleep(.05)
     raise AssertionError("no trial started running")
 
+def finish(procs, timeout=60):
+    "Wait for the worker processes; kill any still running after `timeout` s (a hung study); their exit codes"
+    t0 = time.time()
+    for p in procs: p.join(max(1, timeout - (time.time() - t0)))
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive(): p.kill(); p.join()
+    return codes
+
 def kill_mid_trial(study, procs):
     "SIGKILL the worker that runs a trial now; return that trial's number"
     t = wait_running(study)
@@ -70,6 +79,7 @@ def test_journal_workers_run_exactly_n_trials(tmp_path, n_workers):
     check_study(s, n)
     assert sorted(evaluations(tmp_path/'search.journal').values()) == [1]*n   # every trial ran once, none twice
     assert len({t.system_attrs['potential_worker']['pid'] for t in s.trials}) >= 2   # the work was shared
+    assert any(k.startswith('completed_rung') for t in s.trials for k in t.system_attrs)  # each worker's own HyperBand pruner
     assert (tmp_path/'trials.csv').exists() and (tmp_path/'search.png').exists()
 
 def test_journal_sigkilled_worker_others_go_on(tmp_path):
@@ -77,8 +87,8 @@ def test_journal_sigkilled_worker_others_go_on(tmp_path):
     study = prepare_study(st, 's', settings(6))
     procs = [start_worker(tmp_path/'search.journal', 's', tmp_path, .05, seed=i) for i in range(2)]
     k = kill_mid_trial(study, procs)
-    for p in procs: p.join(120)
-    assert [p.exitcode for p in procs].count(-signal.SIGKILL) == 1 and 0 in [p.exitcode for p in procs]
+    codes = finish(procs)
+    assert codes.count(-signal.SIGKILL) == 1 and codes.count(0) == 1
     check_study(study, 6, killed=[k])                                 # the survivor failed it, replaced it, finished
 
 def test_journal_restarted_worker_completes_study(tmp_path):
@@ -87,7 +97,7 @@ def test_journal_restarted_worker_completes_study(tmp_path):
     p = start_worker(tmp_path/'search.journal', 's', tmp_path, .1)
     k = kill_mid_trial(study, [p]); p.join(30)
     assert study.trials[k].state == TrialState.RUNNING                # nobody noticed yet
-    search_worker(str(tmp_path/'search.journal'), 's', str(tmp_path), heartbeat=1, grace=3, poll=.1)   # the restart
+    assert finish([start_worker(tmp_path/'search.journal', 's', tmp_path, 0., seed=1)]) == [0]   # the restarted worker
     check_study(study, 4, killed=[k])
 
 def test_nan_loss_trial_fails_and_study_goes_on(tmp_path):
@@ -188,7 +198,5 @@ def test_postgres_sigkilled_worker_failed_by_heartbeat_and_replaced(postgres, tm
     study = prepare_study(st, 'pg-kill', settings(4))
     p = start_worker(postgres, 'pg-kill', tmp_path, .1, heartbeat=1, grace=2)
     k = kill_mid_trial(study, [p]); p.join(30)
-    q = start_worker(postgres, 'pg-kill', tmp_path, .01, seed=1, heartbeat=1, grace=2)   # the restarted worker
-    q.join(120)
-    assert q.exitcode == 0
+    assert finish([start_worker(postgres, 'pg-kill', tmp_path, .01, seed=1, heartbeat=1, grace=2)]) == [0]   # restarted
     check_study(study, 4, killed=[k])

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/61_search.replay.ipynb #8dcdd68d
 from __future__ import annotations
-import contextlib, hashlib, json, math, time, warnings
+import contextlib, hashlib, importlib, json, math, time, warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 import optuna
@@ -16,7 +18,8 @@ from ..metrics import bootstrap_counts, percentile_interval
 from .core import *
 
 # %% auto #0
-__all__ = ['quiet_optuna', 'ReplayPopulation', 'ReplayObjective', 'replay_search', 'anytime_regret', 'bootstrap_band']
+__all__ = ['quiet_optuna', 'ReplayPopulation', 'ReplayObjective', 'replay_search', 'anytime_regret', 'bootstrap_band',
+           'replay_grid']
 
 # %% ../../nbs/61_search.replay.ipynb #6eff796f
 _CAT_KEYS = ('family', 'depth', 'width', 'kernel', 'pool', 'act', 'bn', 'opt', 'sched')
@@ -59,12 +62,13 @@ class ReplayPopulation:
     def _path(self, name): return cache_dir()/'search'/f'estimates_{self.name}_{self.key}_{name}.json'
 
     def estimates(self, name:str, # a registered estimator
-                  epochs)->dict: # epochs needed
+                  epochs, # epochs needed
+                  cache:bool=True)->dict: # read and write the cache on disk
         "{epoch: estimates of every run after that many epochs}; computed once, cached"
         epochs = sorted({int(e) for e in epochs if 0 <= int(e) <= self.n_epochs})
-        got = self._est.setdefault(name, {})
+        got = self._est.setdefault(name, {}) if cache else {}
         p = self._path(name)
-        if not got and p.exists(): got.update({int(k): np.array(v, dtype=float) for k,v in json.loads(p.read_text()).items()})
+        if cache and not got and p.exists(): got.update({int(k): np.array(v, dtype=float) for k,v in json.loads(p.read_text()).items()})
         need = [e for e in epochs if e not in got]
         if need:
             reg = get_estimators(name)[0]
@@ -73,12 +77,12 @@ class ReplayPopulation:
                 warnings.simplefilter('ignore')
                 m = estimate_matrix(reg, self.runs, budgets=[e/self.n_epochs for e in need])
             for e,col in zip(need, m.columns): got[e] = m[col].to_numpy(dtype=float)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({str(k): [None if not np.isfinite(x) else float(x) for x in v] for k,v in got.items()}))
+            if cache: p.parent.mkdir(parents=True, exist_ok=True)
+            if cache: p.write_text(json.dumps({str(k): [None if not np.isfinite(x) else float(x) for x in v] for k,v in got.items()}))
         if 0 in got and got.keys() == {0}: return {e: got[0] for e in epochs}
         return {e: got[e] for e in epochs}
 
-# %% ../../nbs/61_search.replay.ipynb #94eed77d
+# %% ../../nbs/61_search.replay.ipynb #be338a06
 class ReplayObjective:
     "An Optuna objective that 'trains' a trial by reading a recorded run"
     def __init__(self, pop:ReplayPopulation,
@@ -93,9 +97,10 @@ class ReplayObjective:
         if not 1 <= self.max_resource <= pop.n_epochs:
             raise ValueError(f"`max_resource` must be in [1, {pop.n_epochs}] for this population, got {max_resource}")
         self.report_epochs = None if report_epochs is None else sorted({int(e) for e in report_epochs} | {self.max_resource})
-        need = self.report_epochs or range(1, self.max_resource + 1)
-        self.est = pop.estimates(self.estimator, need) if self.estimator else {}
         self.proto = get_estimators(self.estimator)[0].make() if self.estimator else None
+        need = [e for e in (self.report_epochs or range(1, self.max_resource + 1))   # the final epoch reports the accuracy
+                if self.proto is not None and (e < pop.n_epochs or not self.proto.predicts_accuracy)]
+        self.est = pop.estimates(self.estimator, need) if self.estimator else {}
         self.prescreen,self.keep,self.warmup,self.seen = check_prescreen(prescreen),keep,warmup,[]
         self.screen = pop.estimates(self.prescreen, [0])[0] if self.prescreen else None
         self.epoch_seconds = float(epoch_seconds)
@@ -122,7 +127,7 @@ class ReplayObjective:
         trial.set_user_attr('epochs', self.max_resource)
         return float(self.pop.acc[i, self.max_resource-1])
 
-# %% ../../nbs/61_search.replay.ipynb #be338a06
+# %% ../../nbs/61_search.replay.ipynb #e285fe28
 def replay_search(pop:ReplayPopulation,
                   strategy:str='hyperband', # one of `SEARCH_STRATEGIES`
                   estimator:str|None=None, # search estimator name or None (the raw latest accuracy)
@@ -160,7 +165,7 @@ def replay_search(pop:ReplayPopulation,
             if used == budget: break
     return pd.DataFrame(rows)
 
-# %% ../../nbs/61_search.replay.ipynb #c9740658
+# %% ../../nbs/61_search.replay.ipynb #86a1ec1a
 def anytime_regret(trace:pd.DataFrame, grid)->np.ndarray:
     "Regret of the chosen configuration after each number of epochs in `grid` (NaN before any choice)"
     grid = np.asarray(grid)
@@ -179,3 +184,26 @@ def bootstrap_band(curves:np.ndarray, # repetitions x grid
         means = (w @ np.where(ok, curves, 0))/(w @ ok)
         lo,hi = np.nanpercentile(means, [50*(1-level), 100 - 50*(1-level)], axis=0)
         return np.nanmean(curves, 0),lo,hi
+
+# %% ../../nbs/61_search.replay.ipynb #dc4579e9
+_GRID = {}
+
+def _grid_job(job):
+    s,e,seed = job
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return job,replay_search(_GRID['pop'], s, None if e == 'none' else e, seed=seed, **_GRID['kw'])
+
+def replay_grid(pop:ReplayPopulation, strategies:list, estimators:list, # 'none' for the raw accuracy
+                seeds, n_workers:int=2, **kwargs)->dict: # `replay_search` arguments (budget, random_epochs, ...)
+    "{(strategy, estimator, seed): trace} for every combination"
+    for e in estimators:
+        if e != 'none': ReplayObjective(pop, e, kwargs.get('random_epochs', 8), [1, 3, 9])   # validate, fill the cache
+    jobs = [(s, e, int(seed)) for s in strategies for e in estimators for seed in seeds]
+    mod = importlib.import_module('potential.search.replay')   # by module, so forked processes find the job and its data
+    mod._GRID.update(pop=pop, kw=kwargs)
+    try:
+        if n_workers == 1: return dict(map(mod._grid_job, jobs))
+        with ProcessPoolExecutor(int(n_workers), mp_context=get_context('fork')) as ex:
+            return dict(ex.map(mod._grid_job, jobs, chunksize=max(1, len(jobs)//(8*int(n_workers)))))
+    finally: mod._GRID.clear()
