@@ -161,7 +161,7 @@ def make_objective(settings:dict, seed:int=0, epoch_seconds:float=0.):
         from potential.workload import load_population
         fit_runs = load_population('recorded')
     def objective(trial):
-        return live_objective(trial, s['estimator'], mr, s['dataset'], s.get('n_train'), seed, None, pre, fit_runs)
+        return live_objective(trial, s['estimator'], mr, s['dataset'], s.get('n_train'), seed, rungs, pre, fit_runs)
     return objective
 
 def run_trial(study:optuna.Study, trial, objective, heartbeat:float=10.):
