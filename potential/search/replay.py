@@ -180,7 +180,8 @@ def bootstrap_band(curves:np.ndarray, # repetitions x grid
     curves = np.asarray(curves, dtype=float)
     w = bootstrap_counts(len(curves), n_resamples, seed)
     ok = np.isfinite(curves)
-    with np.errstate(invalid='ignore', divide='ignore'):
+    with np.errstate(invalid='ignore', divide='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)   # grid points before any choice are NaN in every repetition
         means = (w @ np.where(ok, curves, 0))/(w @ ok)
         lo,hi = np.nanpercentile(means, [50*(1-level), 100 - 50*(1-level)], axis=0)
         return np.nanmean(curves, 0),lo,hi
