@@ -126,10 +126,15 @@ class TrialReporter:
         if self.estimator is not None and np.isfinite(estimate): self.trial.set_user_attr('estimate', float(estimate))
         self.pruned = epoch < n_epochs and bool(self.trial.should_prune())
         return self.pruned
+    def needs_estimate(self, epoch:int, n_epochs:int)->bool:
+        "Whether the estimate at `epoch` is used (it is not computed otherwise)"
+        if self.estimator is None: return False
+        if epoch >= n_epochs: return not getattr(self.estimator, 'predicts_accuracy', True)
+        return self.report_epochs is None or epoch in self.report_epochs
     def step(self, run:Run)->bool:
         "Report for `run` as it is now; return whether to prune"
-        n = self.n_epochs or run.n_epochs
-        return self.report(run.epochs_seen, run.final(), self._estimate(run), n)
+        n,e = self.n_epochs or run.n_epochs,run.epochs_seen
+        return self.report(e, run.final(), self._estimate(run) if self.needs_estimate(e, n) else float('nan'), n)
 
 # %% ../../nbs/60_search.core.ipynb #fccff897
 class OptunaPruning(Callback):
