@@ -32,5 +32,8 @@ from .control.grow import *
 from .control.policy import *
 from .control.sen import *
 from .control.experiment import *
+from .search.core import *
+from .search.replay import *
+from .search.cli import *
 import importlib as _il
-__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.gates', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population', 'potential.control.grow', 'potential.control.policy', 'potential.control.sen', 'potential.control.experiment'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty
+__all__ = [n for _m in ['potential.core', 'potential.metrics', 'potential.data', 'potential.baselines', 'potential.workload', 'potential.bench', 'potential.lal.gates', 'potential.lal.core', 'potential.lal.dad', 'potential.lal.dsarnn', 'potential.lal.experiment', 'potential.fh.core', 'potential.curves.core', 'potential.curves.lstm', 'potential.peephole.codes', 'potential.peephole.generate', 'potential.peephole.model', 'potential.peephole.dataset', 'potential.peephole.eval', 'potential.attributes.extract', 'potential.attributes.models', 'potential.attributes.population', 'potential.control.grow', 'potential.control.policy', 'potential.control.sen', 'potential.control.experiment', 'potential.search.core', 'potential.search.replay', 'potential.search.cli'] for n in _il.import_module(_m).__all__]  # nbdev leaves it empty
