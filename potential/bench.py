@@ -14,6 +14,7 @@ from .core import *
 from .metrics import score, bootstrap_counts, bootstrap_scores, percentile_interval, INTERVAL_METRICS
 from .workload import run_workload, load_population, POPULATIONS
 from .data import check_dataset, cache_dir
+from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['BENCH_BUDGETS', 'BENCH_KINDS', 'BENCH_LEGEND', 'BENCH_OUTPUTS', 'BENCH_FRESH', 'BENCH_QUICK', 'BENCH_MIN_RESAMPLES',
@@ -151,14 +152,16 @@ def bench_table(runs:list[Run], # finished runs
                 n_resamples:int=1000, # bootstrap resamples of the runs, shared by every estimator and budget
                 seed:int=0, # seeds the resamples and the cross-fitting folds
                 level:float=.95, # coverage of the intervals
+                progress:bool|str=False, # True: a bar over the estimators; 'lines': one printed line per estimator
                )->pd.DataFrame:
     "One row per (estimator, budget): τ, ρ, MAE with bootstrap intervals, RMSE, R², τ difference to the best baseline"
     if len(runs) < 2: raise ValueError(f"need at least 2 runs to rank, got {len(runs)}")
     counts = bootstrap_counts(len(runs), n_resamples, seed)
-    parts,taus,msgs = [],{},{}
-    for reg in estimators:
+    parts,taus,msgs,t0 = [],{},{},time.time()
+    for i,reg in enumerate(progress_bar(estimators, leave=False) if progress is True else estimators, 1):
         t,tb,msgs[reg.name] = _score(reg, runs, budgets, counts, level, seed=seed)
         parts.append(t); taus.update({(reg.name, b): v for b,v in tb.items()})
+        if progress == 'lines': print(f"scored {reg.name} ({i}/{len(estimators)}, {time.time()-t0:.0f}s)", flush=True)
     tab = _compare(pd.concat(parts, ignore_index=True), taus, level)
     tab.attrs['warnings'] = {k: v for k,v in msgs.items() if v}   # every message, for `warning_lines`
     return tab
@@ -385,9 +388,9 @@ def bench(n_runs:int|None=None, # runs in a fresh population (default 24; 8 with
     t0,regs,out = time.time(),p['estimators'],p['out']
     if population == 'fresh':
         n_runs,n_epochs,dataset = p['n_runs'],p['n_epochs'],p['dataset']
-        say(f"training {n_runs} runs x {n_epochs} epochs on {dataset}" +
-            (f" ({p['n_train']:,} training samples)" if p['n_train'] else '') +
-            ("; runs in the cache are read, not trained again" if cache else "; the cache is off"), flush=True)
+        say(f"training {n_runs} runs x {n_epochs} epochs on {dataset} (" +
+            (f"{p['n_train']:,} training samples; " if p['n_train'] else '') +
+            ("cached runs are read, not retrained)" if cache else "the cache is off)"), flush=True)
         cbs = list(dict.fromkeys(r.callback for r in regs if r.callback is not None and _makes_callback(r)))
         runs = run_workload(n_runs, n_epochs, dataset, p['seed'], callbacks=cbs, n_train=p['n_train'], cache=cache,
                             progress=progress)
@@ -398,7 +401,8 @@ def bench(n_runs:int|None=None, # runs in a fresh population (default 24; 8 with
         for n in merged: say(f"note: {n}")
         what = f"recorded population {population!r}: {len(runs)} runs x {runs[0].n_epochs} epochs"
     t_runs = time.time() - t0
-    try: tab = bench_table(runs, regs, p['budgets'], n_resamples=p['n_resamples'], seed=p['seed'])
+    say(f"scoring {len(regs)} estimators on {len(runs)} runs", flush=True)
+    try: tab = bench_table(runs, regs, p['budgets'], n_resamples=p['n_resamples'], seed=p['seed'], progress=progress)
     except KeyboardInterrupt: raise KeyboardInterrupt(_scoring_interrupted(population, len(runs), cache)) from None
     out.mkdir(parents=True, exist_ok=True)
     tab.to_csv(out/'bench.csv', index=False)
@@ -410,8 +414,8 @@ def bench(n_runs:int|None=None, # runs in a fresh population (default 24; 8 with
     if verbose:
         finals = np.array([r.final() for r in runs])
         print(f"{what}: final valid acc {finals.min():.3f}..{finals.max():.3f} (median {np.median(finals):.3f}), "
-              f"{sum(bool(r.meta.get('diverged')) for r in runs)} diverged; "
-              f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
+              f"{sum(bool(r.meta.get('diverged')) for r in runs)} diverged")
+        print(f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
         print(format_table(tab))
         for line in warning_lines(tab, all=verbose > 1): print(line)
         if tab.attrs.get('warnings') and verbose < 2: print("(every warning: potential bench -v, or verbose=2)")
