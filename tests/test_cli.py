@@ -163,7 +163,8 @@ def test_ctrl_c_keeps_the_runs_and_running_again_resumes(tmp_path):
     args = ['bench', '--quick', '--runs', '5', '--epochs', '2', '--estimators', 'last_seen', '--resamples', '100',
             '--out', str(out)]
     p = subprocess.Popen(['potential', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env_with(cache))
+                         env=env_with(cache),   # SIGINT as in a terminal, even if this test runs in the background
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.monotonic()
     while not list((cache/'runs').glob('*.json')):   # wait until the first run is in the cache
         assert p.poll() is None, p.communicate()
