@@ -19,8 +19,8 @@ from fastprogress.fastprogress import progress_bar
 # %% auto #0
 __all__ = ['BENCH_BUDGETS', 'BENCH_KINDS', 'BENCH_LEGEND', 'BENCH_OUTPUTS', 'BENCH_FRESH', 'BENCH_QUICK', 'BENCH_MIN_RESAMPLES',
            'load_estimators', 'budget_epoch', 'merge_budgets', 'config_groups', 'estimate_matrix', 'score_registered',
-           'bench_table', 'warning_lines', 'format_table', 'plot_bench', 'BenchArgumentError', 'check_out',
-           'check_population', 'check_bench', 'bench']
+           'bench_table', 'warning_lines', 'table_text', 'format_table', 'plot_bench', 'BenchArgumentError',
+           'check_out', 'check_population', 'check_bench', 'bench']
 
 # %% ../nbs/05_bench.ipynb #683565f1
 BENCH_BUDGETS = (0.1, 0.25, 0.5)  # fractions of the planned epochs
@@ -208,8 +208,8 @@ def _cell(r, m, best=False, scale=1., fmt='.2f'):
     lo,hi = (_num(r.get(f'{m}_low', np.nan)*scale, fmt) or '?',_num(r.get(f'{m}_high', np.nan)*scale, fmt) or '?')
     return f"{r[m]*scale:{fmt}} [{lo},{hi}]" + ('*' if best else '') + ('+' if m == 'tau' and r['lead_significant'] else '')
 
-def format_table(tab:pd.DataFrame, # from `bench_table`
-                 width:int=100)->str: # columns the text must fit in
+def table_text(tab:pd.DataFrame, # from `bench_table`
+               width:int=100)->str: # columns the text must fit in
     """The bench table as text: estimators grouped by kind, per budget τ [interval] and ρ, then MAE [interval];
     before-training estimators answer at every budget, so they are shown (and compete for `*`) in every column"""
     budgets = sorted(b for b in tab['budget'].unique() if b > 0) or [0.]
@@ -245,6 +245,30 @@ def format_table(tab:pd.DataFrame, # from `bench_table`
                     else: cells.append(f"{_cell(r, 'mae', scale=100, fmt='.1f'):<{w}}")
                 out.append((f"  {e:<{nw-2}}" + ''.join(cells)).rstrip())
     return '\n'.join(out[1:] + ['', BENCH_LEGEND])
+
+def _tau_cell(r):
+    if pd.isna(r['tau']): return ''
+    lo,hi = ('?' if pd.isna(v) else f'{v:.2f}' for v in (r['tau_low'], r['tau_high']))
+    return f"{r['tau']:.2f} [{lo},{hi}]" + ('*' if r.get('best') else '') + ('+' if r.get('lead_significant') else '')
+
+def format_table(tab:pd.DataFrame)->pd.DataFrame:
+    "Wide DataFrame: one row per estimator; τ with its interval and marks, ρ and MAE per budget (the CLI prints `table_text`)"
+    t = tab.copy()
+    budgets = [f'{b:.0%}' for b in sorted(t['budget'].unique())]
+    t['tau'] = t.apply(_tau_cell, axis=1) if 'tau_low' in t else t['tau'].map(lambda v: '' if pd.isna(v) else f'{v:.3f}')
+    t['budget'] = t['budget'].map(lambda b: f'{b:.0%}')
+    for m in ('rho', 'mae'): t[m] = t[m].map(lambda v: '' if pd.isna(v) else f'{v:.3f}')
+    t.loc[t['rank_only'].astype(bool), 'mae'] = 'rank-only'
+    rows = list(dict.fromkeys(zip(t['kind'], t['estimator'])))
+    wide = t.pivot(index=['kind', 'estimator'], columns='budget', values=['tau', 'rho', 'mae'])
+    wide = wide.reindex(index=pd.MultiIndex.from_tuples(rows, names=['kind', 'estimator']),
+                        columns=[(m, b) for b in budgets for m in ('tau', 'rho', 'mae')]).fillna('')
+    wide.columns = [f'{m}@{b}' for m,b in wide.columns]
+    wide = wide.reset_index()
+    if 'status' in t and t['status'].ne('ok').any():
+        st = t.groupby('estimator', sort=False)['status'].first()
+        wide['status'] = [('' if s == 'ok' else s[:70]) for s in st.reindex(wide['estimator'])]
+    return wide
 
 def plot_bench(tab:pd.DataFrame, # from `bench_table`
                ax=None, title:str|None=None):
@@ -416,7 +440,7 @@ def bench(n_runs:int|None=None, # runs in a fresh population (default 24; 8 with
         print(f"{what}: final valid acc {finals.min():.3f}..{finals.max():.3f} (median {np.median(finals):.3f}), "
               f"{sum(bool(r.meta.get('diverged')) for r in runs)} diverged")
         print(f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
-        print(format_table(tab))
+        print(table_text(tab))
         for line in warning_lines(tab, all=verbose > 1): print(line)
         if tab.attrs.get('warnings') and verbose < 2: print("(every warning: potential bench -v, or verbose=2)")
         print(f"written: {', '.join(str(out/f) for f in BENCH_OUTPUTS)}")
