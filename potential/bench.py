@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_bench.ipynb #11432723
 from __future__ import annotations
-import hashlib, json, time, warnings
+import hashlib, json, os, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -13,11 +13,14 @@ from sklearn.model_selection import GroupKFold
 from .core import *
 from .metrics import score, bootstrap_counts, bootstrap_scores, percentile_interval, INTERVAL_METRICS
 from .workload import run_workload, load_population, POPULATIONS
-from .data import check_dataset
+from .data import check_dataset, cache_dir
+from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['BENCH_BUDGETS', 'BENCH_LEGEND', 'load_estimators', 'budget_epoch', 'config_groups', 'estimate_matrix',
-           'score_registered', 'bench_table', 'format_table', 'plot_bench', 'check_population', 'bench']
+__all__ = ['BENCH_BUDGETS', 'BENCH_KINDS', 'BENCH_LEGEND', 'BENCH_OUTPUTS', 'BENCH_FRESH', 'BENCH_QUICK', 'BENCH_MIN_RESAMPLES',
+           'load_estimators', 'budget_epoch', 'merge_budgets', 'config_groups', 'estimate_matrix', 'score_registered',
+           'bench_table', 'warning_lines', 'table_text', 'format_table', 'plot_bench', 'BenchArgumentError',
+           'check_out', 'check_population', 'check_bench', 'bench']
 
 # %% ../nbs/05_bench.ipynb #683565f1
 BENCH_BUDGETS = (0.1, 0.25, 0.5)  # fractions of the planned epochs
@@ -30,6 +33,19 @@ def load_estimators():
 def budget_epoch(frac:float, n_epochs:int)->int:
     "The epoch that a budget of `frac` of `n_epochs` allows (at least 1 for a positive budget)"
     return 0 if frac == 0 else max(1, min(n_epochs, int(round(frac*n_epochs))))
+
+def merge_budgets(budgets, # fractions of training seen
+                  n_epochs:int)->tuple[list, list]: # planned epochs of the runs
+    "The budgets that fall on distinct epochs (of several on one epoch, the nearest to its own fraction), and a note per merge"
+    by_epoch = {}
+    for b in sorted(budgets): by_epoch.setdefault(budget_epoch(b, n_epochs), []).append(b)
+    kept,notes = [],[]
+    for e,bs in by_epoch.items():
+        k = min(bs, key=lambda b: (abs(b - e/n_epochs), -b))
+        kept.append(k)
+        if len(bs) > 1: notes.append(f"budgets {', '.join(f'{b:.0%}' for b in bs)} of {n_epochs} epochs all fall on "
+                                     f"epoch {e}: scored once, as {k:.0%}")
+    return kept,notes
 
 # %% ../nbs/05_bench.ipynb #bd61e9fd
 def config_groups(runs:list[Run])->np.ndarray:
@@ -73,37 +89,35 @@ def _training_error(reg:Registered, runs:list[Run])->str|None:
             if k in names: return f"failed: {' '.join(str(msg).split())}"
 
 def _estimates(reg, runs, budgets, **kwargs):
-    "(estimates, predicts_accuracy, status) of one estimator; every error becomes a status, never an exception"
+    "(estimates, prototype or None, status, warning messages) of one estimator; every error becomes a status"
     try: proto = reg.make()
-    except Exception as e: return pd.DataFrame(np.nan, index=[r.name for r in runs], columns=list(budgets)),True,_failed(e)
+    except Exception as e: return pd.DataFrame(np.nan, index=[r.name for r in runs], columns=list(budgets)),None,_failed(e),[]
     bs = [0.] if proto.min_epochs == 0 else list(budgets)
     nan = pd.DataFrame(np.nan, index=[r.name for r in runs], columns=bs)
-    if (err := _training_error(reg, runs)): return nan,proto.predicts_accuracy,err
+    if (err := _training_error(reg, runs)): return nan,proto,err,[]
     try:
-        with warnings.catch_warnings(record=True) as caught:   # one summary per estimator, not one line per run
+        with warnings.catch_warnings(record=True) as caught:   # kept as data: one summary line per estimator
             warnings.simplefilter('always')
             est = estimate_matrix(reg, runs, budgets, **kwargs)
-    except Exception as e: return nan,proto.predicts_accuracy,_failed(e)
-    if caught:
-        msgs = list(dict.fromkeys(str(w.message) for w in caught))
-        warnings.warn(f"estimator {reg.name!r}: {len(caught)} warning(s), {len(msgs)} distinct, e.g.: {msgs[0]}")
-    return est,proto.predicts_accuracy,'ok'
+    except Exception as e: return nan,proto,_failed(e),[]
+    return est,proto,'ok',[' '.join(str(w.message).split()) for w in caught]
 
 def _score(reg, runs, budgets, counts, level=.95, **kwargs):
-    "Rows of the bench table for one estimator, and τ on every resample at every budget"
+    "Rows of the bench table for one estimator, τ on every resample at every budget, and its warning messages"
     final = np.array([r.final() for r in runs])
-    est,pa,status = _estimates(reg, runs, budgets, **kwargs)
+    est,proto,status,msgs = _estimates(reg, runs, budgets, **kwargs)
+    pa,me = (True,1) if proto is None else (proto.predicts_accuracy,proto.min_epochs)
     rows,taus = [],{}
     for b in est.columns:
         e = est[b].to_numpy(dtype=float)
         boot = bootstrap_scores(e, final, counts, pa)
-        row = dict(estimator=reg.name, kind=reg.kind, budget=b, epoch=budget_epoch(b, runs[0].n_epochs))
+        row = dict(estimator=reg.name, kind=reg.kind, budget=b, epoch=budget_epoch(b, runs[0].n_epochs), min_epochs=me)
         for m,v in score(e, final, pa).items():
             row[m] = v
             if m in INTERVAL_METRICS: row[f'{m}_low'],row[f'{m}_high'] = percentile_interval(boot[m], level)
-        rows.append(dict(row, rank_only=not pa, status=status))
+        rows.append(dict(row, rank_only=not pa, status=status, n_warnings=len(msgs)))
         taus[b] = boot['tau']
-    return pd.DataFrame(rows),taus
+    return pd.DataFrame(rows),taus,msgs
 
 def score_registered(reg:Registered, # a registered estimator
                      runs:list[Run], # finished runs
@@ -138,20 +152,99 @@ def bench_table(runs:list[Run], # finished runs
                 n_resamples:int=1000, # bootstrap resamples of the runs, shared by every estimator and budget
                 seed:int=0, # seeds the resamples and the cross-fitting folds
                 level:float=.95, # coverage of the intervals
+                progress:bool|str=False, # True: a bar over the estimators; 'lines': one printed line per estimator
                )->pd.DataFrame:
     "One row per (estimator, budget): τ, ρ, MAE with bootstrap intervals, RMSE, R², τ difference to the best baseline"
     if len(runs) < 2: raise ValueError(f"need at least 2 runs to rank, got {len(runs)}")
     counts = bootstrap_counts(len(runs), n_resamples, seed)
-    parts,taus = [],{}
-    for reg in estimators:
-        t,tb = _score(reg, runs, budgets, counts, level, seed=seed)
+    parts,taus,msgs,t0 = [],{},{},time.time()
+    for i,reg in enumerate(progress_bar(estimators, leave=False) if progress is True else estimators, 1):
+        t,tb,msgs[reg.name] = _score(reg, runs, budgets, counts, level, seed=seed)
         parts.append(t); taus.update({(reg.name, b): v for b,v in tb.items()})
-    return _compare(pd.concat(parts, ignore_index=True), taus, level)
+        if progress == 'lines': print(f"scored {reg.name} ({i}/{len(estimators)}, {time.time()-t0:.0f}s)", flush=True)
+    tab = _compare(pd.concat(parts, ignore_index=True), taus, level)
+    tab.attrs['warnings'] = {k: v for k,v in msgs.items() if v}   # every message, for `warning_lines`
+    return tab
+
+def warning_lines(tab:pd.DataFrame, # from `bench_table`
+                  all:bool=False, # every distinct message (with its count) instead of one line per estimator
+                  width:int=100)->list[str]: # longest line of the summary
+    "The warnings each estimator gave while it was scored: one short line per estimator, or every distinct message"
+    lines = []
+    for name,msgs in tab.attrs.get('warnings', {}).items():
+        counts = pd.Series(msgs).value_counts(sort=False)
+        if all: lines += [f"estimator {name!r}: {n}x {m}" for m,n in counts.items()]; continue
+        head = f"estimator {name!r}: {len(msgs)} warning{'s'*(len(msgs) > 1)}, e.g. "
+        eg = counts.index[0]
+        lines.append(head + (eg if len(head + eg) <= width else eg[:width - len(head) - 1] + '…'))
+    return lines
 
 # %% ../nbs/05_bench.ipynb #61c80993
-BENCH_LEGEND = ("tau: Kendall τ [95% bootstrap interval over runs]; * best τ at the budget; + τ above the best "
-                "baseline's at the same budget, the 95% paired bootstrap interval of the difference above 0. "
-                "bench.csv has every interval.")
+BENCH_KINDS = {'architecture': 'before training: from the architecture alone (the same at every budget)',
+               'baseline': 'baselines: read off the validation curve',
+               'curve': 'curve forecasts: extrapolate the validation curve',
+               'internal': "internal state: read the network's weights or activations while it trains"}
+BENCH_LEGEND = """\
+τ    Kendall's rank correlation of the estimates with the final validation accuracies: do they rank
+     the runs as they end? 1: exactly, 0: no better than chance. [95% bootstrap interval over runs]
+ρ    Spearman's rank correlation: the same question, large rank errors weigh more
+MAE  mean absolute error of the estimated final accuracy, in accuracy points
+     (rank-only: the estimator gives a score, not an accuracy)
+*    best τ at that budget
++    τ above the best baseline's: the paired 95% bootstrap interval of the difference is above 0
+—    too few epochs seen for that estimator at that budget
+n/a  no usable estimates (none, or all equal)
+bench.csv holds every number and interval."""
+
+def _num(v, fmt='.2f'): return '' if pd.isna(v) else format(v, fmt)
+
+def _cell(r, m, best=False, scale=1., fmt='.2f'):
+    "One cell: the metric with its interval and marks, '—' before the estimator's first epoch, 'n/a' without estimates"
+    if r is None: return ''
+    if r['status'] != 'ok': return ''
+    if r['budget'] > 0 and r['epoch'] < r['min_epochs']: return '—'
+    if m == 'mae' and r['rank_only']: return 'rank-only'
+    if pd.isna(r[m]): return 'n/a'
+    lo,hi = (_num(r.get(f'{m}_low', np.nan)*scale, fmt) or '?',_num(r.get(f'{m}_high', np.nan)*scale, fmt) or '?')
+    return f"{r[m]*scale:{fmt}} [{lo},{hi}]" + ('*' if best else '') + ('+' if m == 'tau' and r['lead_significant'] else '')
+
+def table_text(tab:pd.DataFrame, # from `bench_table`
+               width:int=100)->str: # columns the text must fit in
+    """The bench table as text: estimators grouped by kind, per budget τ [interval] and ρ, then MAE [interval];
+    before-training estimators answer at every budget, so they are shown (and compete for `*`) in every column"""
+    budgets = sorted(b for b in tab['budget'].unique() if b > 0) or [0.]
+    epochs = tab[tab['budget'] > 0].groupby('budget')['epoch'].first()
+    rows = {e: g.set_index('budget', drop=False) for e,g in tab.groupby('estimator', sort=False)}
+    order = [k for k in BENCH_KINDS if k in set(tab['kind'])] + sorted(set(tab['kind']) - set(BENCH_KINDS))
+    def row_at(g, b): return g.loc[0.] if 0. in g.index else (g.loc[b] if b in g.index else None)
+    best = {}
+    for b in budgets:   # the best τ at each budget, before-training estimators included
+        cand = {e: row_at(g, b) for e,g in rows.items()}
+        cand = {e: r['tau'] for e,r in cand.items() if r is not None and r['status'] == 'ok' and pd.notna(r['tau'])}
+        if cand: best[b] = max(cand, key=cand.get)
+    nw = max(16, *map(len, rows)) + 4   # two spaces of indent under the heading, two after the name
+    head = [f"{b:.0%} (epoch {epochs.get(b, 0)})" for b in budgets]
+    out = []
+    for title,cols,w,sub in [("Ranking: Kendall τ [95% interval] and Spearman ρ", ('tau', 'rho'), 27,
+                              f"{'τ [95% interval]':<20}{'ρ':>5}  "),
+                             ("Error: MAE in accuracy points [95% interval]", ('mae',), 20, 'MAE [95% interval]  ')]:
+        out += ['', title, (' '*nw + ''.join(f"{h:<{w}}" for h in head)).rstrip(), (' '*nw + sub*len(budgets)).rstrip()]
+        for kind in order:
+            out.append(BENCH_KINDS.get(kind, kind))
+            for e,g in rows.items():
+                if g['kind'].iloc[0] != kind: continue
+                st = g['status'].iloc[0]
+                if st != 'ok': out.append(f"  {e:<{nw-2}}" + st[:width - nw]); continue
+                cells = []
+                for b in budgets:
+                    r = row_at(g, b)
+                    if cols == ('tau', 'rho'):
+                        t = _cell(r, 'tau', best.get(b) == e)
+                        rho = _num(r['rho']) if t[:1] not in ('', '—', 'n') else ''
+                        cells.append(f"{t:<20}{rho:>5}  ")
+                    else: cells.append(f"{_cell(r, 'mae', scale=100, fmt='.1f'):<{w}}")
+                out.append((f"  {e:<{nw-2}}" + ''.join(cells)).rstrip())
+    return '\n'.join(out[1:] + ['', BENCH_LEGEND])
 
 def _tau_cell(r):
     if pd.isna(r['tau']): return ''
@@ -159,7 +252,7 @@ def _tau_cell(r):
     return f"{r['tau']:.2f} [{lo},{hi}]" + ('*' if r.get('best') else '') + ('+' if r.get('lead_significant') else '')
 
 def format_table(tab:pd.DataFrame)->pd.DataFrame:
-    "Wide table: one row per estimator; τ with its interval and marks, ρ and MAE per budget; a failed estimator's status"
+    "Wide DataFrame: one row per estimator; τ with its interval and marks, ρ and MAE per budget (the CLI prints `table_text`)"
     t = tab.copy()
     budgets = [f'{b:.0%}' for b in sorted(t['budget'].unique())]
     t['tau'] = t.apply(_tau_cell, axis=1) if 'tau_low' in t else t['tau'].map(lambda v: '' if pd.isna(v) else f'{v:.3f}')
@@ -177,77 +270,178 @@ def format_table(tab:pd.DataFrame)->pd.DataFrame:
         wide['status'] = [('' if s == 'ok' else s[:70]) for s in st.reindex(wide['estimator'])]
     return wide
 
-def plot_bench(tab:pd.DataFrame, ax=None):
-    "Kendall τ against budget with its bootstrap interval (shaded), one line per estimator"
+def plot_bench(tab:pd.DataFrame, # from `bench_table`
+               ax=None, title:str|None=None):
+    """Kendall τ against budget, its bootstrap interval shaded: a colour and a marker per estimator, a line style per
+    kind, before-training estimators as horizontal lines (their answer is the same at every budget)"""
     import matplotlib.pyplot as plt
-    if ax is None: _,ax = plt.subplots(figsize=(7, 3.5))
-    styles = dict(zip(['baseline', 'curve', 'internal', 'architecture'], ['-', '--', '-.', ':']))
-    for name,g in tab.dropna(subset=['tau']).groupby('estimator', sort=False):
-        g = g.sort_values('budget')
-        line, = ax.plot(g['budget'], g['tau'], marker='o', ls=styles.get(g['kind'].iloc[0], '-'), label=name)
-        if 'tau_low' in g: ax.fill_between(g['budget'], g['tau_low'], g['tau_high'], color=line.get_color(), alpha=.08)
-    ax.set(xlabel='fraction of training seen', ylabel='Kendall τ vs final valid acc')
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc='upper left')   # outside: lines stay visible
+    if ax is None: _,ax = plt.subplots(figsize=(8, 4.2))
+    styles = dict(zip(BENCH_KINDS, [':', '-', '--', '-.']))
+    ok = tab[tab['status'].eq('ok')].dropna(subset=['tau'])
+    kinds = dict(zip(tab['estimator'], tab['kind']))
+    rank = {k: i for i,k in enumerate(BENCH_KINDS)}
+    names = sorted(kinds, key=lambda e: rank.get(kinds[e], len(rank)))   # grouped by kind, as in the table
+    colours = plt.get_cmap('tab10' if len(names) <= 10 else 'tab20')
+    budgets = sorted(b for b in tab['budget'].unique() if b > 0)
+    lo_x,hi_x = (min(budgets), max(budgets)) if budgets else (0, 1)
+    for i,name in enumerate(names):
+        g = ok[ok['estimator'] == name].sort_values('budget')
+        if not len(g): continue
+        c,ls = colours(i % colours.N),styles.get(g['kind'].iloc[0], '-')
+        if (g['budget'] == 0).all():   # before training: one value, good at every budget
+            ax.axhline(g['tau'].iloc[0], color=c, ls=ls, lw=2, label=f'{name} (before training)')
+            ax.axhspan(g['tau_low'].iloc[0], g['tau_high'].iloc[0], color=c, alpha=.06)
+            continue
+        x = g['budget'] + (i - len(names)/2)*.006*(hi_x - lo_x)   # a small dodge, so equal values stay visible
+        ax.plot(x, g['tau'], marker='osD^vP*Xhp<>'[i % 12], ls=ls, lw=2, color=c, label=name)
+        if 'tau_low' in g: ax.fill_between(x, g['tau_low'], g['tau_high'], color=c, alpha=.06)
+    ax.set_xticks(budgets, [f'{b:.0%}' for b in budgets])
+    ax.set(xlabel='fraction of training seen', ylabel='Kendall τ with final valid acc',
+           title=(title or 'How well each estimator ranks the runs early') + '\n(shaded: 95% bootstrap interval)')
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8, handlelength=3.5, bbox_to_anchor=(1.01, 1), loc='upper left', frameon=False)
     return ax
 
 # %% ../nbs/05_bench.ipynb #d388a5b0
+class BenchArgumentError(ValueError):
+    "A `bench` argument refused before any work; `param` names it, so a front end (the CLI) can name its own flag"
+    def __init__(self, param:str, reason:str):
+        self.param,self.reason = param,reason
+        super().__init__(f"`{param}`: {reason}")
+
+BENCH_OUTPUTS = ('bench.csv', 'runs.csv', 'bench_tau.png')  # what `bench` writes to `out`
+BENCH_FRESH = dict(n_runs=24, n_epochs=20, n_train=None)  # a fresh population's defaults
+BENCH_QUICK = dict(n_runs=8, n_epochs=6, n_train=2000)  # ... with `quick=True`
+BENCH_MIN_RESAMPLES = 100  # fewer: the 2.5% and 97.5% percentiles rest on one or two resamples
+
 def _makes_callback(reg:Registered)->bool:
     "Whether `reg`'s callback can be made (one that cannot is reported by its rows, not attached to training)"
     try: reg.callback(); return True
     except Exception: return False
 
+def _writable(folder:Path)->bool:
+    "Whether a file can be made in `folder` (a real attempt: permission bits do not stop root, a read-only mount does)"
+    if not os.access(folder, os.W_OK | os.X_OK): return False
+    try:
+        with tempfile.TemporaryFile(dir=folder): return True
+    except OSError: return False
+
+def check_out(out:str|Path)->tuple[Path, list]:
+    "`out` as a folder `bench` can write (existing or creatable), and a note naming the earlier results it will replace"
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise BenchArgumentError('out', f"{str(out)!r} is a file, not a folder")
+    parent = out
+    while not parent.exists() and parent != parent.parent: parent = parent.parent   # where `out` would be made
+    if not parent.is_dir(): raise BenchArgumentError('out', f"{str(out)!r} is inside {str(parent)!r}, which is a file")
+    if not _writable(parent): raise BenchArgumentError('out', f"{str(out)!r} cannot be written: no permission to "
+                                                       f"create files in {str(parent)!r}")
+    old = [f for f in BENCH_OUTPUTS if (out/f).exists()]
+    return out,([f"{out} holds {', '.join(old)} from an earlier bench: they will be replaced"] if old else [])
+
 def check_population(population:str):
     "Raise an error listing the valid names unless `population` is 'fresh' or a recorded population's name"
     valid = ['fresh', *POPULATIONS]
-    if population not in valid: raise ValueError(f"`population` must be one of {valid}, got {population!r}")
+    if population not in valid: raise BenchArgumentError('population', f"must be one of {valid}, got {population!r}")
 
-def bench(n_runs:int=24, # runs in a fresh population
-          n_epochs:int=20, # epochs per run of a fresh population
-          dataset:str='mnist1d', # 'mnist1d' or 'digits' (a fresh population)
+def _whole(param, v, least, why):
+    if isinstance(v, bool) or not float(v).is_integer(): raise BenchArgumentError(param, f"must be a whole number, got {v!r}")
+    if int(v) < least: raise BenchArgumentError(param, f"must be at least {least} {why}, got {v}")
+    return int(v)
+
+def check_bench(n_runs:int|None=None, n_epochs:int|None=None, dataset:str|None=None, estimators:str='all',
+                seed:int=0, out:str|Path='bench_out', quick:bool=False, population:str='fresh',
+                n_resamples:int=1000)->dict:
+    "Check every argument of `bench` (same names) before any work; return the plan (`notes` says what was decided)"
+    check_population(population)
+    notes,p = [],dict(population=population)
+    given = {k: v for k,v in dict(n_runs=n_runs, n_epochs=n_epochs, dataset=dataset).items() if v is not None}
+    if population == 'fresh':
+        d = BENCH_QUICK if quick else BENCH_FRESH
+        p['n_runs'] = _whole('n_runs', d['n_runs'] if n_runs is None else n_runs, 3, 'to rank runs')
+        p['n_epochs'] = _whole('n_epochs', d['n_epochs'] if n_epochs is None else n_epochs, 2,
+                               'so that every budget stops before the last epoch')
+        p['n_train'],p['dataset'] = d['n_train'],dataset or 'mnist1d'
+        try: check_dataset(p['dataset'])
+        except ValueError as e: raise BenchArgumentError('dataset', str(e)) from None
+        if quick and (n_runs is not None or n_epochs is not None):   # given values win over quick's
+            notes.append(f"quick bench with {p['n_runs']} runs{' (given)'*(n_runs is not None)} x {p['n_epochs']} "
+                         f"epochs{' (given)'*(n_epochs is not None)} on {p['n_train']:,} training samples")
+        p['budgets'],merged = merge_budgets(BENCH_BUDGETS, p['n_epochs'])
+        notes += merged
+    else:
+        if quick: given['quick'] = True
+        if given: raise BenchArgumentError(next(iter(given)), f"describes a fresh population; the {population} "
+                                           "population has its own runs (leave it out, or use population='fresh')")
+        p['budgets'] = list(BENCH_BUDGETS)   # merged once the population's length is known
+    p['seed'] = _whole('seed', seed, 0, '(a numpy seed)')
+    p['n_resamples'] = _whole('n_resamples', n_resamples, BENCH_MIN_RESAMPLES, 'for a 95% interval')
+    load_estimators()
+    try: regs = get_estimators(estimators)
+    except ValueError as e: raise BenchArgumentError('estimators', str(e)) from None
+    other = [r.name for r in regs if r.task != 'classification']
+    if estimators == 'all': regs = [r for r in regs if r.task == 'classification']
+    elif other: raise BenchArgumentError('estimators', f"{other} are for another task than the bench's classification "
+                                         "runs")
+    p['estimators'] = regs
+    p['out'],more = check_out(out)
+    p['notes'] = notes + more
+    return p
+
+def _scoring_interrupted(population, n, cache):
+    if population != 'fresh': return f"interrupted while scoring the {population} population; nothing to keep: run again"
+    if not cache: return f"interrupted while scoring; the cache is off, so the {n} runs were not kept"
+    return f"interrupted while scoring: all {n} runs are in the cache ({cache_dir()/'runs'}); run again to resume"
+
+def bench(n_runs:int|None=None, # runs in a fresh population (default 24; 8 with `quick`)
+          n_epochs:int|None=None, # epochs per run of a fresh population (default 20; 6 with `quick`)
+          dataset:str|None=None, # 'mnist1d' (default) or 'digits' (a fresh population)
           estimators:str='all', # comma-separated names, or 'all'
           seed:int=0, # seeds the population, the runs, the folds and the bootstrap
           out:str|Path='bench_out', # folder for bench.csv, runs.csv, bench_tau.png
-          quick:bool=False, # a fresh population of 8 runs x 6 epochs on 2,000 training samples
+          quick:bool=False, # a fresh population on 2,000 training samples, 8 runs x 6 epochs unless given
           cache:bool=True, # reuse runs cached under `potential.data.cache_dir()`
           population:str='fresh', # 'fresh' trains one; 'recorded' scores the shipped runs without training
           n_resamples:int=1000, # bootstrap resamples for the intervals
-          progress:bool=True, verbose:bool=True)->pd.DataFrame:
+          progress:bool|str=True, # True: a bar; 'lines': one line per finished run (logs); False: silent
+          verbose:int=1)->pd.DataFrame: # 0: silent; 1: notes, table, one line of warnings per estimator; 2: every warning
     "Train (or load) a population and score every estimator with intervals; return the long-form table"
-    check_population(population)
+    p = check_bench(n_runs, n_epochs, dataset, estimators, seed, out, quick, population, n_resamples)
+    say = print if verbose else (lambda *a, **k: None)
+    for n in p['notes']: say(f"note: {n}")
+    t0,regs,out = time.time(),p['estimators'],p['out']
     if population == 'fresh':
-        check_dataset(dataset)
-        if quick: n_runs,n_epochs,n_train = 8,6,2000
-        else: n_train = None
-        if int(n_runs) < 3: raise ValueError(f"`n_runs` must be at least 3 to rank runs, got {n_runs}")
-        if int(n_epochs) < 2: raise ValueError(f"`n_epochs` must be at least 2 (budgets are fractions of it), got {n_epochs}")
-    load_estimators()
-    regs = get_estimators(estimators)
-    other = [r.name for r in regs if r.task != 'classification']
-    if estimators == 'all': regs = [r for r in regs if r.task == 'classification']
-    elif other: raise ValueError(f"estimator(s) {other} are for another task than the bench's classification runs")
-    t0 = time.time()
-    if population == 'fresh':
+        n_runs,n_epochs,dataset = p['n_runs'],p['n_epochs'],p['dataset']
+        say(f"training {n_runs} runs x {n_epochs} epochs on {dataset} (" +
+            (f"{p['n_train']:,} training samples; " if p['n_train'] else '') +
+            ("cached runs are read, not retrained)" if cache else "the cache is off)"), flush=True)
         cbs = list(dict.fromkeys(r.callback for r in regs if r.callback is not None and _makes_callback(r)))
-        runs = run_workload(n_runs, n_epochs, dataset, seed, callbacks=cbs, n_train=n_train, cache=cache, progress=progress)
+        runs = run_workload(n_runs, n_epochs, dataset, p['seed'], callbacks=cbs, n_train=p['n_train'], cache=cache,
+                            progress=progress)
         what = f"{len(runs)} runs x {n_epochs} epochs on {dataset}"
     else:
         runs = load_population(population)
+        p['budgets'],merged = merge_budgets(p['budgets'], runs[0].n_epochs)
+        for n in merged: say(f"note: {n}")
         what = f"recorded population {population!r}: {len(runs)} runs x {runs[0].n_epochs} epochs"
     t_runs = time.time() - t0
-    tab = bench_table(runs, regs, n_resamples=n_resamples, seed=seed)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    say(f"scoring {len(regs)} estimators on {len(runs)} runs", flush=True)
+    try: tab = bench_table(runs, regs, p['budgets'], n_resamples=p['n_resamples'], seed=p['seed'], progress=progress)
+    except KeyboardInterrupt: raise KeyboardInterrupt(_scoring_interrupted(population, len(runs), cache)) from None
+    out.mkdir(parents=True, exist_ok=True)
     tab.to_csv(out/'bench.csv', index=False)
     pd.DataFrame([{'name': r.name, **r.config, 'final_valid_acc': r.final(), 'diverged': r.meta.get('diverged'),
                    'seconds': r.meta.get('seconds')} for r in runs]).to_csv(out/'runs.csv', index=False)
     import matplotlib.pyplot as plt
-    ax = plot_bench(tab); ax.figure.tight_layout(); ax.figure.savefig(out/'bench_tau.png', dpi=100); plt.close(ax.figure)
+    ax = plot_bench(tab, title=f"Kendall τ by budget, {what}")
+    ax.figure.tight_layout(); ax.figure.savefig(out/'bench_tau.png', dpi=90); plt.close(ax.figure)
     if verbose:
         finals = np.array([r.final() for r in runs])
         print(f"{what}: final valid acc {finals.min():.3f}..{finals.max():.3f} (median {np.median(finals):.3f}), "
-              f"{sum(bool(r.meta.get('diverged')) for r in runs)} diverged; "
-              f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
-        with pd.option_context('display.width', 250, 'display.max_columns', 40, 'display.max_colwidth', 80):
-            print(format_table(tab).to_string(index=False))
-        print(BENCH_LEGEND)
-        print(f"written: {out/'bench.csv'}, {out/'runs.csv'}, {out/'bench_tau.png'}")
+              f"{sum(bool(r.meta.get('diverged')) for r in runs)} diverged")
+        print(f"{'training' if population == 'fresh' else 'loading'} {t_runs:.0f}s, total {time.time()-t0:.0f}s")
+        print(table_text(tab))
+        for line in warning_lines(tab, all=verbose > 1): print(line)
+        if tab.attrs.get('warnings') and verbose < 2: print("(every warning: potential bench -v, or verbose=2)")
+        print(f"written: {', '.join(str(out/f) for f in BENCH_OUTPUTS)}")
     return tab

@@ -4,45 +4,101 @@
 
 # %% ../nbs/90_cli.ipynb #4df18310
 from __future__ import annotations
-import sys
-from fastcore.script import anno_parser, store_true
+import argparse, importlib, inspect, os, sys, warnings
+from fastcore.script import Param, store_true
+from fastcore.docments import docments
+from . import __version__
 
 # %% auto #0
-__all__ = ['COMMANDS', 'bench_cli', 'main']
+__all__ = ['CLI_FLAGS', 'COMMANDS', 'CLI_SHORT', 'bench_cli', 'cli_parser', 'usage', 'main']
 
 # %% ../nbs/90_cli.ipynb #b5e26b64
-def bench_cli(runs:int=24, # number of networks in a fresh population
-              epochs:int=20, # epochs per network of a fresh population
-              dataset:str='mnist1d', # mnist1d or digits (a fresh population)
+def bench_cli(runs:int=None, # networks in a fresh population (default 24; 8 with --quick)
+              epochs:int=None, # epochs per network of a fresh population (default 20; 6 with --quick)
+              dataset:str=None, # mnist1d (default) or digits, for a fresh population
               estimators:str='all', # comma-separated estimator names, or all
               seed:int=0, # seeds the population, every run, the folds and the bootstrap
-              out:str='bench_out', # folder for bench.csv, runs.csv and bench_tau.png
+              out:str='bench_out', # folder for bench.csv, runs.csv and bench_tau.png (earlier ones are replaced, with a note)
               population:str='fresh', # fresh (train a population) or recorded (score the shipped runs, no training)
-              resamples:int=1000, # bootstrap resamples for the 95% intervals
-              quick:store_true=False, # smoke test: 8 runs x 6 epochs on 2,000 samples (well under a minute)
+              resamples:int=1000, # bootstrap resamples for the 95% intervals (at least 100)
+              quick:store_true=False, # smoke test on 2,000 samples: 8 runs x 6 epochs, unless --runs/--epochs say otherwise
               no_cache:store_true=False, # retrain every run instead of reading the run cache
+              verbose:store_true=False, # print every warning the estimators gave, not one line per estimator
               list_estimators:store_true=False): # list the registered estimators and exit
     "Score every estimator of learning potential on a population of small networks, with bootstrap intervals"
     from potential.bench import bench, load_estimators
     if list_estimators:
         for r in load_estimators().values(): print(f"{r.name:24s} {r.kind:13s} {r.doc}")
         return
-    try: bench(n_runs=runs, n_epochs=epochs, dataset=dataset, estimators=estimators, seed=seed, out=out, quick=quick,
-               cache=not no_cache, population=population, n_resamples=resamples,
-               progress=sys.stdout.isatty())  # no bar in logs and notebooks
-    except (ValueError, FileNotFoundError) as e:   # the user's input, or a recorded population missing or corrupt
-        print(f"potential bench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    bench(n_runs=runs, n_epochs=epochs, dataset=dataset, estimators=estimators, seed=seed, out=out, quick=quick,
+          cache=not no_cache, population=population, n_resamples=resamples,
+          progress=True if sys.stdout.isatty() else 'lines', verbose=2 if verbose else 1)
 
-COMMANDS = {'bench': bench_cli}
+CLI_FLAGS = dict(n_runs='runs', n_epochs='epochs', n_resamples='resamples')  # library parameter -> option, where they differ
 
-def main():
+# %% ../nbs/90_cli.ipynb #55ba2b99
+COMMANDS = {  # name -> (function or 'module:function', one line of help); a call_parse-decorated function works too
+    'bench': (bench_cli, "score every estimator on a population of small networks (fresh or recorded)"),
+}
+CLI_SHORT = {'verbose': '-v'}  # short forms of long options
+
+def _flag(param:str)->str: return '--' + param.replace('_', '-')
+
+def cli_parser(func, prog:str)->argparse.ArgumentParser:
+    "`fastcore.script.anno_parser` with hyphenated long options (`--no-cache`; `--no_cache` still works) and `CLI_SHORT`"
+    p = argparse.ArgumentParser(description=func.__doc__, prog=prog)
+    for k,v in docments(func, full=True, returns=False, eval_str=True).items():
+        param = v.anno if isinstance(v.anno, Param) else Param(v.docment, v.anno)
+        param.set_default(v.default)
+        names = [*([CLI_SHORT[k]] if k in CLI_SHORT else []), _flag(k), *([f'--{k}'] if '_' in k else [])]
+        kw = param.kwargs
+        if kw.get('action') == 'store_true': kw['help'] = kw['help'].removesuffix(' (default: False)')   # a flag
+        if 'help' in kw: kw['help'] = kw['help'].replace('%', '%%')   # argparse formats help with %
+        p.add_argument(*names, dest=k, **kw)
+    return p
+
+def _resolve(f):
+    "The plain function behind a `COMMANDS` entry: imported from 'module:function', unwrapped from `call_parse`"
+    if isinstance(f, str):
+        mod,_,name = f.partition(':')
+        f = getattr(importlib.import_module(mod), name)
+    return inspect.unwrap(f)
+
+def usage()->str:
+    "What `potential --help` prints: the commands, one line each"
+    w = max(10, *map(len, COMMANDS))
+    return '\n'.join([f"usage: potential <command> [options]   (potential <command> --help for its options)", '',
+                      'commands:', *(f"  {k:<{w}}  {h}" for k,(_,h) in COMMANDS.items()), '',
+                      'options:', f"  {'-h, --help':<{w}}  show this help", f"  {'--version':<{w}}  show the version"])
+
+def _fail(cmd, msg, status=2):
+    print(f"potential{' ' + cmd if cmd else ''}: error: {msg}", file=sys.stderr)
+    sys.exit(status)
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+    "Warnings as one line, without the file, line number and source of the `warnings.warn` call"
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+def main(argv:list|None=None):
     "Entry point of the `potential` console script"
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(f"usage: potential {{{','.join(COMMANDS)}}} [options]   (potential <command> --help for its options)", file=sys.stderr)
-        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ('-h', '--help') else 2)
-    cmd = sys.argv[1]
-    f = COMMANDS[cmd]
-    args = vars(anno_parser(f, prog=f'potential {cmd}').parse_args(sys.argv[2:]))
-    for k in ('pdb', 'xtra'): args.pop(k, None)   # fastcore's own options
-    f(**args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv: print(usage(), file=sys.stderr); sys.exit(2)
+    cmd = argv[0]
+    if cmd in ('-h', '--help'): print(usage()); return
+    if cmd == '--version': print(f"potential {__version__}"); return
+    if cmd not in COMMANDS: _fail('', f"unknown command {cmd!r}; valid commands: {', '.join(COMMANDS)} "
+                                      "(potential --help lists them)")
+    f = _resolve(COMMANDS[cmd][0])
+    args = vars(cli_parser(f, prog=f'potential {cmd}').parse_args(argv[1:]))
+    try:
+        with warnings.catch_warnings():   # restored on return: `main` may be called from Python too
+            warnings.showwarning = _one_line_warnings
+            f(**args)
+    except (ValueError, FileNotFoundError) as e:   # the user's input, or a recorded population missing or corrupt
+        if hasattr(e, 'param'): _fail(cmd, f"{_flag(CLI_FLAGS.get(e.param, e.param))}: {e.reason}")   # named by its flag
+        _fail(cmd, e)
+    except BrokenPipeError:   # `potential ... | head` stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); sys.exit(1)
+    except KeyboardInterrupt as e:   # one line: what was kept, where, and that running again resumes
+        print(f"potential {cmd}: {e or 'interrupted before any run was trained; nothing to keep'}", file=sys.stderr)
+        sys.exit(130)

@@ -296,7 +296,9 @@ def _worker(args):
     i,kw = args
     return i,train_run(**kw)
 
-def _interrupted(n_done, n):
+def _interrupted(n_done, n, cache):
+    "The one line an interrupted population ends with: what was kept, where, and what running again does"
+    if not cache: return f"interrupted after {n_done} of {n} runs; the cache is off, so nothing was kept"
     return f"interrupted: {n_done} of {n} runs are in the cache ({cache_dir()/'runs'}); run again to resume"
 
 def train_population(configs:list[dict], # design-space configs
@@ -305,7 +307,7 @@ def train_population(configs:list[dict], # design-space configs
                      callbacks:list=(), # callback classes (or partials) for every run
                      n_train:int|None=None, # training-set size (None: all)
                      cache:bool=True, # read and write `train_run`'s cache
-                     progress:bool=True, # a progress bar over runs
+                     progress:bool|str=True, # True: a progress bar; 'lines': one printed line per finished run; False: silent
                      n_workers:int=1, # worker processes (1: train in this process)
                      names:list|None=None)->list[Run]: # run names (default `run000`, `run001`, ...)
     "Train (or read from the cache) every config and return the runs in order"
@@ -320,18 +322,21 @@ def train_population(configs:list[dict], # design-space configs
     for _,kw in jobs: get_space(kw['config'])   # unknown spaces fail before any training
     if cache:
         for _,kw in jobs: run_key(kw['config'], kw['seed'], n_epochs, n_train, kw['callbacks'])   # and un-keyable callbacks
-    runs = [None]*len(jobs)
-    bar = progress_bar(range(len(jobs)), leave=False) if progress else None
+    if progress not in (True, False, 'lines'): raise ValueError(f"`progress` must be True, False or 'lines', got {progress!r}")
+    runs,t0 = [None]*len(jobs),time.time()
+    bar = progress_bar(range(len(jobs)), leave=False) if progress is True else None
     def _done(i, r):
         runs[i] = r
-        if bar is not None: bar.update(sum(x is not None for x in runs))
+        n_done = sum(x is not None for x in runs)
+        if bar is not None: bar.update(n_done)
+        elif progress == 'lines':   # for logs: no bar, one line per run, printed as it finishes
+            print(f"run {n_done}/{len(jobs)} done: {r.name}, final valid acc {r.final():.3f} ({time.time()-t0:.0f}s)", flush=True)
     if bar is not None: bar.update(0)
     if int(n_workers) == 1:
         try:
             for i,kw in jobs: _done(i, train_run(**kw))
-        except KeyboardInterrupt:
-            if cache: print(_interrupted(sum(r is not None for r in runs), len(jobs)), file=sys.stderr)
-            raise
+        except KeyboardInterrupt:   # the message travels with the exception: one line for whoever reports it
+            raise KeyboardInterrupt(_interrupted(sum(r is not None for r in runs), len(jobs), cache)) from None
     else:
         ex = ProcessPoolExecutor(int(n_workers), mp_context=get_context('spawn'))
         try:
@@ -339,8 +344,7 @@ def train_population(configs:list[dict], # design-space configs
             for fut in as_completed([ex.submit(worker, j) for j in jobs]): _done(*fut.result())
         except KeyboardInterrupt:
             ex.shutdown(wait=False, cancel_futures=True)
-            if cache: print(_interrupted(sum(r is not None for r in runs), len(jobs)), file=sys.stderr)
-            raise
+            raise KeyboardInterrupt(_interrupted(sum(r is not None for r in runs), len(jobs), cache)) from None
         finally: ex.shutdown(wait=True, cancel_futures=True)
     if bar is not None: bar.on_iter_end()
     return runs
@@ -351,7 +355,7 @@ def run_workload(n_runs:int=24, # number of configs
                  seed:int=0, # seeds the configs and every run
                  callbacks:list=(), # callback classes (or partials) for every run
                  n_train:int|None=None, # training-set size (None: all)
-                 cache:bool=True, progress:bool=True, n_workers:int=1)->list[Run]:
+                 cache:bool=True, progress:bool|str=True, n_workers:int=1)->list[Run]:
     "The bench's fresh population: `n_runs` configs of the `workload` space, trained (or read from the cache)"
     if int(n_runs) < 1: raise ValueError(f"`n_runs` must be at least 1, got {n_runs}")
     return train_population(sample_configs(n_runs, dataset, seed), n_epochs, seed, callbacks, n_train, cache, progress,
