@@ -39,6 +39,7 @@ CLI_FLAGS = dict(n_runs='runs', n_epochs='epochs', n_resamples='resamples')  # l
 # %% ../nbs/90_cli.ipynb #55ba2b99
 COMMANDS = {  # name -> (function or 'module:function', one line of help); a call_parse-decorated function works too
     'bench': (bench_cli, "score every estimator on a population of small networks (fresh or recorded)"),
+    'search': ('potential.search.cli:search_cli', "search configurations with Optuna, pruning and ranking by an estimator"),
 }
 CLI_SHORT = {'verbose': '-v'}  # short forms of long options
 

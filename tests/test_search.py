@@ -152,6 +152,40 @@ def test_cli_reports_errors_and_runs(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert '8 trials' in r.stdout and (tmp_path/'trials.csv').exists()
 
+def test_cli_out_that_is_a_file_is_named(tmp_path):
+    f = tmp_path/'a_file'; f.write_text('')
+    r = subprocess.run([sys.executable, '-c', 'from potential.cli import main; main()', 'search', '--space', 'recorded',
+                        '--out', str(f)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and '--out' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_cli_ctrl_c_one_line_exit_130_then_resumes(tmp_path):
+    "SIGINT to a child `potential search`: one line naming the study and its storage, status 130; running again resumes"
+    cmd = [sys.executable, '-c', 'from potential.cli import main; main()', 'search', '--space', 'recorded',
+           '--trials', '300', '--max-epochs', '24', '--out', str(tmp_path)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # a background shell ignores SIGINT
+    journal = tmp_path/'search.journal'
+    def n_finished():
+        try: return sum(t.state.is_finished() for t in optuna.load_study(
+                 study_name='search', storage=open_storage(str(journal), tmp_path)).trials)
+        except Exception: return 0   # not created yet
+    for _ in range(600):   # until some trials have finished
+        if journal.exists() and n_finished() >= 5: break
+        time.sleep(.2)
+    p.send_signal(signal.SIGINT)
+    out,err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, err[-2000:])
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'interrupted' in lines[0] and 'search.journal' in lines[0] and 'again to resume' in lines[0], err
+    study = optuna.load_study(study_name='search', storage=open_storage(str(journal), tmp_path))
+    n_before = sum(t.state.is_finished() for t in study.trials)
+    assert 0 < n_before < 300
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = optuna.load_study(study_name='search', storage=open_storage(str(journal), tmp_path))
+    assert sum(t.state.is_finished() for t in study.trials) >= 300
+
 # ---------- PostgreSQL ----------
 
 def _pg_bin(name):

@@ -50,8 +50,10 @@ def open_storage(storage:str|None=None, # None: a journal file in `out`; a path;
             storage = str(Path(out)/'search.journal')
         s = _pg_driver(str(storage))
         if '://' in s:
-            return optuna.storages.RDBStorage(s, heartbeat_interval=int(heartbeat), grace_period=int(grace),
-                                              heartbeat_stale_trial_callback=_replace)
+            with warnings.catch_warnings():   # the heartbeat is what we rely on, knowingly experimental: no warning each run
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(s, heartbeat_interval=int(heartbeat), grace_period=int(grace),
+                                                  heartbeat_stale_trial_callback=_replace)
         p = Path(s)
         if not p.parent.is_dir(): raise FileNotFoundError(f"folder {p.parent} does not exist")
         lock = optuna.storages.journal.JournalFileSymlinkLock(str(p), grace_period=max(3, min(int(grace), 10)))
@@ -259,6 +261,8 @@ def run_search(space:str='workload', strategy:str='hyperband', estimator:str|Non
     "Check the arguments, open the storage, prepare the study, run `workers` processes on it, write the results"
     estimator,prescreen = check_search_estimator(estimator),check_prescreen(prescreen)
     check_search_args(space, strategy, estimator, n_trials, workers, min_epochs, max_epochs, eta, prescreen, dataset)
+    from potential.bench import check_out
+    check_out(out)   # a writable folder (or creatable), before any storage or training: the bench's own check
     st = open_storage(storage, out, heartbeat, grace)
     settings = dict(space=space, strategy=strategy, estimator=estimator, n_trials=int(n_trials),
                     max_epochs=int(max_epochs), min_epochs=int(min_epochs), eta=int(eta), dataset=dataset,
@@ -317,11 +321,20 @@ def search_cli(space:str='workload', # workload (train configs) or recorded (rep
         for r in ESTIMATORS.values():
             if r.task == 'classification': print(f"{r.name:18s} {'prescreen' if r.kind == 'architecture' else 'estimator':10s} {r.doc}")
         return
+    def interrupted(e):   # Ctrl-C, or an error raised while Ctrl-C unwound a storage lock
+        while e is not None and not isinstance(e, KeyboardInterrupt): e = e.__context__
+        return e is not None
     try:
         s = run_search(space, strategy, estimator, trials, max_epochs, min_epochs, eta, dataset, n_train, storage, study,
                        workers, seed, out, prescreen, random_epochs, heartbeat, grace, progress=sys.stdout.isatty())
-    except ValueError as e:
-        print(f"potential search: error: {e}", file=sys.stderr); sys.exit(2)
+    except BaseException as e:
+        if interrupted(e):   # one line: what was kept, where, and that running again resumes
+            where = storage or Path(out)/'search.journal'
+            print(f"potential search: interrupted: every finished trial is kept in the study {study!r} ({where}); "
+                  "run the same command again to resume", file=sys.stderr); sys.exit(130)
+        if not isinstance(e, ValueError): raise
+        msg = f"--{e.param.replace('_', '-')}: {e.reason}" if hasattr(e, 'param') else e   # named by its flag
+        print(f"potential search: error: {msg}", file=sys.stderr); sys.exit(2)
     tab = search_table(s)
     best = best_trial(s.get_trials(deepcopy=False))
     print(f"{len(tab)} trials: {tab['state'].value_counts().to_dict()}; {int(tab['epochs'].sum())} epochs; chosen trial "
