@@ -74,7 +74,8 @@ def cross_fit(estimator, # a `Registered` or an `Estimator`
               budgets=BENCH_BUDGETS, # fractions of training seen
               groups=None, # one label per run; runs of a label share a fold (None: `config_groups`)
               folds:int=5, # number of folds (at most the number of groups)
-              seed:int=0)->tuple: # shuffles the groups into folds
+              seed:int=0, # shuffles the groups into folds
+             )->tuple:
     "`(estimates, fold)`: each run's estimates (rows) at each budget (columns), by a model fitted without its fold"
     groups = _check_runs(runs, groups)
     name,make = _maker(estimator)
@@ -94,8 +95,11 @@ def cross_fit(estimator, # a `Registered` or an `Estimator`
 def calibrate(estimator, # a `Registered` or an `Estimator` that predicts accuracy
               runs:list[Run], # finished runs to calibrate on
               budgets=CONFORMAL_BUDGETS, # fractions of training to keep residuals for
-              groups=None, folds:int=5, seed:int=0, 
-              refit:bool=True)->Estimator: # a learned estimator is then fitted on all `runs`
+              groups=None, # one label per run (None: `config_groups`)
+              folds:int=5, # cross-fitting folds
+              seed:int=0, # shuffles the groups into folds
+              refit:bool=True, # a learned estimator is then fitted on all `runs`
+             )->Estimator:
     "A fresh estimator whose `interval` is split-conformal on `runs`' cross-fitted residuals, per budget"
     name,make = _maker(estimator)
     if not make().predicts_accuracy: raise TypeError(f"{name!r} is a rank-only score: it has no interval to calibrate")
@@ -138,7 +142,9 @@ def coverage_table(estimators, # a `Registered`, an `Estimator`, or a list of th
                    budgets=BENCH_BUDGETS, # fractions of training seen
                    level=0.9, # nominal coverage, or a list of them
                    groups=None, # one label per run (None: `config_groups`): folds never split a group
-                   folds:int=5, seed:int=0)->pd.DataFrame:
+                   folds:int=5, # cross-fitting folds
+                   seed:int=0, # shuffles the groups into folds
+                  )->pd.DataFrame:
     "Nominal against observed coverage and median width of split-conformal intervals, calibrated on the other folds"
     levels = [check_level(l) for l in (level if isinstance(level, (list, tuple, np.ndarray)) else [level])]
     ests = estimators if isinstance(estimators, (list, tuple)) else [estimators]
