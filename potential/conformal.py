@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 from .core import *
 from .core import check_level
-from .bench import BENCH_BUDGETS, budget_epoch, config_groups
+
 
 # %% auto #0
 __all__ = ['CONFORMAL_BUDGETS', 'Conformal', 'cross_fit', 'calibrate', 'coverage_from_estimates', 'coverage_table']
@@ -63,6 +63,7 @@ def _maker(estimator)->tuple:
     raise TypeError(f"`estimator` must be a `Registered` (from `get_estimators`) or an `Estimator`, got {type(estimator).__name__}")
 
 def _check_runs(runs, groups):
+    from potential.bench import config_groups   # here, not at import: `potential.bench` may import this module
     bad = [type(r).__name__ for r in runs if not isinstance(r, Run)]
     if bad: raise TypeError(f"`runs` must be `Run`s, got {sorted(set(bad))}")
     groups = config_groups(runs) if groups is None else np.asarray(groups)
@@ -71,7 +72,7 @@ def _check_runs(runs, groups):
 
 def cross_fit(estimator, # a `Registered` or an `Estimator`
               runs:list[Run], # finished runs
-              budgets=BENCH_BUDGETS, # fractions of training seen
+              budgets=(0.1, 0.25, 0.5), # fractions of training seen
               groups=None, # one label per run; runs of a label share a fold (None: `config_groups`)
               folds:int=5, # number of folds (at most the number of groups)
               seed:int=0, # shuffles the groups into folds
@@ -83,6 +84,7 @@ def cross_fit(estimator, # a `Registered` or an `Estimator`
     if k < 2: raise ValueError(f"cross-fitting needs at least 2 groups of runs, got {len(set(groups))}")
     fold = np.zeros(len(runs), int)
     for j,(_,te) in enumerate(GroupKFold(k, shuffle=True, random_state=seed).split(np.arange(len(runs)), groups=groups)): fold[te] = j
+    from potential.bench import budget_epoch
     out = pd.DataFrame(np.nan, index=[r.name for r in runs], columns=list(budgets))
     proto = make()
     for j in range(k):
@@ -139,7 +141,7 @@ def coverage_from_estimates(estimates:pd.DataFrame, # runs × budgets, cross-fit
 
 def coverage_table(estimators, # a `Registered`, an `Estimator`, or a list of them
                    runs:list[Run], # finished runs
-                   budgets=BENCH_BUDGETS, # fractions of training seen
+                   budgets=(0.1, 0.25, 0.5), # fractions of training seen
                    level=0.9, # nominal coverage, or a list of them
                    groups=None, # one label per run (None: `config_groups`): folds never split a group
                    folds:int=5, # cross-fitting folds

@@ -88,3 +88,10 @@ def test_calibrate_sets_interval():
     est = calibrate(LastSeen(), toy_runs(), budgets=(.25,))
     lo,hi = est.interval(toy_runs()[0].upto(3))
     assert hi - lo == pytest.approx(2*est.calibration.halfwidth(.25, .9))
+
+def test_conformal_importable_from_the_bench():
+    "The bench can import `potential.conformal` at module level: it must not import `potential.bench` itself"
+    import subprocess, sys
+    r = subprocess.run([sys.executable, '-c', 'import sys, potential.conformal; print("potential.bench" in sys.modules)'],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == 'False', r.stderr
