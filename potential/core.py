@@ -17,8 +17,8 @@ from functools import partial
 from fastai.learner import Recorder, ValueMetric
 
 # %% auto #0
-__all__ = ['CURVE_KEYS', 'ESTIMATORS', 'Run', 'Estimator', 'FromColumn', 'CurveRecorder', 'ColumnCallback', 'EstimatorCallback',
-           'Registered', 'register_estimator', 'get_estimators']
+__all__ = ['CURVE_KEYS', 'ESTIMATORS', 'Run', 'Estimator', 'check_level', 'FromColumn', 'CurveRecorder', 'ColumnCallback',
+           'EstimatorCallback', 'Registered', 'register_estimator', 'get_estimators']
 
 # %% ../nbs/00_core.ipynb #5c6288ea
 CURVE_KEYS = ('train_loss', 'valid_loss', 'valid_acc')  # the curves every run records
@@ -83,6 +83,7 @@ class Estimator:
     predicts_accuracy:bool = True  # False: a rank-only score (only its order is meaningful)
     min_epochs:int = 1  # epochs needed before an estimate exists; 0 means before training
     cv_fit:bool = False  # True: `fit` learns from other runs, so the bench cross-fits it
+    calibration = None  # gives `interval` its half-widths (`potential.conformal.calibrate` sets it); None: uncalibrated
 
     def fit(self, runs:list[Run]): 
         "Learn from finished `runs` (no-op for estimators that learn nothing)"
@@ -98,6 +99,34 @@ class Estimator:
     @property
     def col(self): return self.name or camel2snake(type(self).__name__)
     def __repr__(self): return f"{type(self).__name__}({self.col})"
+
+# %% ../nbs/00_core.ipynb #171c3386
+def check_level(level)->float:
+    "`level` as a float strictly between 0 and 1, or a `ValueError` naming the argument"
+    try: v = float(level)
+    except (TypeError, ValueError): v = float('nan')
+    if isinstance(level, (bool, np.bool_)) or not 0 < v < 1:
+        raise ValueError(f"`level` must be a coverage strictly between 0 and 1 (e.g. 0.9), got {level!r}")
+    return v
+
+def _bounds(est:Estimator, value:float, run:Run, level:float)->tuple:
+    "`value` ± the calibrated half-width at `run`'s fraction of training"
+    if not math.isfinite(value): return (float('nan'), float('nan'))
+    q = float(est.calibration.halfwidth(run.epochs_seen/max(run.n_epochs, 1), level))
+    return (value - q, value + q)
+
+@patch
+def interval(self:Estimator, run:Run, # the run so far
+             level:float=0.9 # the coverage asked for, in (0, 1)
+            )->tuple:
+    "`(low, high)`: an interval that holds the run's final accuracy with probability `level` (NaNs where there is no estimate)"
+    level = check_level(level)
+    if not self.predicts_accuracy: 
+        raise TypeError(f"{self!r} is a rank-only score: it has no interval on the accuracy scale")
+    if self.calibration is None:
+        raise RuntimeError(f"{self!r} is not calibrated: call `potential.conformal.calibrate(estimator, runs)` with "
+                           "finished runs first (or use an estimator whose shipped default carries a calibration)")
+    return _bounds(self, self(run), run, level)
 
 # %% ../nbs/00_core.ipynb #afdfa878
 class FromColumn(Estimator):
@@ -205,22 +234,35 @@ class ColumnCallback(Callback):
 
 # %% ../nbs/00_core.ipynb #03791fb3
 class EstimatorCallback(ColumnCallback):
-    "Report `estimator`'s estimate of the run so far as a recorder column every `every` epochs"
+    "Report `estimator`'s estimate of the run so far (and its interval, if calibrated) as recorder columns every `every` epochs"
     needs_curves = True
-    def __init__(self, estimator:Estimator, every:int=1):
+    def __init__(self, estimator:Estimator, # the estimator to report
+                 every:int=1, # compute every `every` epochs
+                 level:float=0.9): # coverage of the `<name>_low`/`<name>_high` columns
         super().__init__(every)
         if not isinstance(estimator, Estimator): 
             raise TypeError(f"`estimator` must be an `Estimator`, got {type(estimator).__name__}")
-        self.estimator,self.columns,self._name = estimator,[estimator.col],estimator.col
+        self.estimator,self.columns,self._name,self.level = estimator,[estimator.col],estimator.col,check_level(level)
+    @property
+    def with_interval(self)->bool:
+        "Whether the columns include the interval: the estimator predicts accuracy and carries a calibration"
+        return self.estimator.predicts_accuracy and self.estimator.calibration is not None
     def before_fit(self):
         self.estimator.check_ready()   # a learned estimator with nothing to predict from refuses before training
+        c = self.estimator.col
+        self.columns = [c, f'{c}_low', f'{c}_high'] if self.with_interval else [c]
         super().before_fit()
-    def compute(self): return {self.estimator.col: self.estimator(self.learn.curve_recorder.as_run())}
+    def compute(self):
+        run,e = self.learn.curve_recorder.as_run(),self.estimator
+        v = e(run)
+        if not self.with_interval: return {e.col: v}
+        lo,hi = _bounds(e, v, run, self.level)
+        return {e.col: v, f'{e.col}_low': lo, f'{e.col}_high': hi}
 
 @patch
-def callback(self:Estimator, every:int=1)->EstimatorCallback:
-    "This estimator as a fastai callback"
-    return EstimatorCallback(self, every)
+def callback(self:Estimator, every:int=1, level:float=0.9)->EstimatorCallback:
+    "This estimator as a fastai callback (with `<name>_low`/`<name>_high` columns at coverage `level` once calibrated)"
+    return EstimatorCallback(self, every, level)
 
 # %% ../nbs/00_core.ipynb #3ee45170
 @dataclass

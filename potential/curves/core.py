@@ -19,8 +19,8 @@ from ..metrics import mae, rmse
 # %% auto #0
 __all__ = ['CURVE_FAMILIES', 'DEEPOBS_FILE', 'Forecast', 'check_curve', 'check_horizon', 'fill_nonfinite', 'Forecaster',
            'check_library', 'LastSeenForecaster', 'PolyForecaster', 'fit_family', 'ParametricForecaster',
-           'deepobs_path', 'deepobs_curves', 'prefix_len', 'forecast_errors', 'compare_forecasters', 'forecast_final',
-           'CurveEstimator']
+           'deepobs_path', 'deepobs_curves', 'deepobs_runs', 'prefix_len', 'forecast_errors', 'compare_forecasters',
+           'forecast_final', 'CurveEstimator']
 
 # %% ../../nbs/30_curves.core.ipynb #3cabd98e
 @dataclass
@@ -147,8 +147,9 @@ class LastSeenForecaster(Forecaster):
 
 # %% ../../nbs/30_curves.core.ipynb #2fd7526c
 class PolyForecaster(Forecaster):
-    "Least-squares polynomial of (epoch, value) on the prefix, extrapolated (seed §2.1), with a prediction interval"
+    "Least-squares polynomial of (epoch or log-epoch, value) on the prefix, extrapolated (seed §2.1), with a prediction interval"
     def __init__(self, degree:int=2, # polynomial degree
+                 log_epoch:bool=False, # fit in log(epoch): a line then bends like a learning curve
                  level:float=0.9, # coverage of the interval
                  window:int|None=None, # fit only the last `window` points (None: the whole prefix)
                  **kwargs): # `higher_is_better`, `clip`
@@ -157,15 +158,16 @@ class PolyForecaster(Forecaster):
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
         if window is not None and window < degree + 1: 
             raise ValueError(f"`window` must be at least degree+1={degree+1}, got {window}")
-        self.degree,self.level,self.window = int(degree),level,window
+        self.degree,self.level,self.window,self.log_epoch = int(degree),level,window,bool(log_epoch)
         self.min_points = self.degree + 1
-    def __repr__(self): return f"PolyForecaster(degree={self.degree})"
+    def __repr__(self): return f"PolyForecaster(degree={self.degree}{', log_epoch=True' if self.log_epoch else ''})"
     def _predict(self, y, horizon):
         n = len(y)
         x = np.arange(1, n+1, dtype=float)
         if self.window: x,y = x[-self.window:],y[-self.window:]
         xf = np.arange(n+1, n+horizon+1, dtype=float)
-        X,Xf = np.vander(x/n, self.degree+1),np.vander(xf/n, self.degree+1)
+        t,tf = (np.log(x),np.log(xf)) if self.log_epoch else (x/n,xf/n)
+        X,Xf = np.vander(t, self.degree+1),np.vander(tf, self.degree+1)
         coef,*_ = np.linalg.lstsq(X, y, rcond=None)
         mean = Xf @ coef
         dof = len(y) - (self.degree+1)
@@ -230,10 +232,11 @@ def fit_family(name:str, # one of `CURVE_FAMILIES`
 
 # %% ../../nbs/30_curves.core.ipynb #f3620b11
 class ParametricForecaster(Forecaster):
-    "Domhan et al.'s 11 parametric families, each fitted under bounds and combined by Akaike weights, with a spread"
+    "Domhan et al.'s parametric families under Domhan's constraints, weighted by how well each forecast held-out last points"
     min_points = 3
     def __init__(self, families:tuple=CURVE_FAMILIES, # which families to combine
-                 temperature:float=1., # AIC weights are exp(-ΔAIC/(2·temperature))
+                 temperature:float=1., # weights are exp(-MSE_holdout/(2·temperature·σ²)), σ² the best family's
+                 holdout:float=0.2, # fraction of the prefix's last points each family must forecast (at least one)
                  level:float=0.9, # coverage of the interval (normal approximation)
                  maxfev:int=400, # optimiser budget per family
                  **kwargs): # `higher_is_better`, `clip`
@@ -241,39 +244,62 @@ class ParametricForecaster(Forecaster):
         unknown = set(families) - set(CURVE_FAMILIES)
         if unknown or not families: raise ValueError(f"`families` must be a non-empty subset of {CURVE_FAMILIES}, got {families}")
         if temperature <= 0: raise ValueError(f"`temperature` must be positive, got {temperature}")
+        if not 0 < holdout < 1: raise ValueError(f"`holdout` must be a fraction in (0, 1), got {holdout!r}")
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
-        self.families,self.temperature,self.level,self.maxfev = tuple(families),temperature,level,maxfev
+        self.families,self.temperature,self.holdout,self.level,self.maxfev = tuple(families),temperature,holdout,level,maxfev
         self.fits_ = None
     def __repr__(self): return f"ParametricForecaster({len(self.families)} families)"
+
+    @property
+    def ceiling(self)->float:
+        "The value no forecast may reach: the top of `clip` for rising curves (accuracy ≤ 1), else none"
+        return self.clip[1] if self.higher_is_better and self.clip is not None else float('inf')
+
+    def _fit_one(self, name, ys, xf, s):
+        "Fit `name` to `ys` and forecast `xf`; the reason it is rejected, or ''"
+        f,p,rss = fit_family(name, ys, self.maxfev)
+        with np.errstate(all='ignore'): fc = f(xf, *p)
+        if not np.isfinite(fc).all(): return fc,rss,'forecast not finite'
+        tol = 1e-3*max(np.ptp(ys), 1e-3)
+        if np.any(np.diff(np.r_[f(np.array([len(ys)], float), *p), fc]) < -tol): return fc,rss,'forecast decreases'
+        if s > 0 and fc[-1] >= self.ceiling: return fc,rss,f'forecast reaches the ceiling {self.ceiling:g}'
+        return fc,rss,''
 
     def _predict(self, y, horizon):
         s = 1. if self.higher_is_better else -1.
         ys,n = s*y,len(y)
         xf = np.arange(n+1, n+horizon+1, dtype=float)
+        m = max(1, int(round(self.holdout*n)))
         rows,preds = [],[]
         for name in self.families:
-            try: 
-                f,p,rss = fit_family(name, ys, self.maxfev)
-                with np.errstate(all='ignore'): fc = f(xf, *p)
-                if not np.isfinite(fc).all(): raise ValueError('forecast not finite')
-            except Exception as e:
-                rows.append(dict(family=name, rss=np.nan, aic=np.nan, weight=0., final=np.nan, error=str(e)[:60])); continue
-            k = len(p)
-            rows.append(dict(family=name, rss=rss, aic=n*np.log(rss/n + 1e-12) + 2*k, weight=0., final=s*fc[-1], error=''))
-            preds.append(fc)
+            row = dict(family=name, rss=np.nan, holdout_mse=np.nan, weight=0., final=np.nan, error='')
+            try:
+                fc,rss,why = self._fit_one(name, ys, xf, s)
+                row.update(rss=rss, final=s*fc[-1], error=why)
+                if not why:   # the same family, fitted without the last `m` points, forecasting them
+                    try:
+                        hf,_,hwhy = self._fit_one(name, ys[:-m], np.arange(n-m+1, n+1, dtype=float), s)
+                        row['holdout_mse'] = float(np.mean((hf - ys[-m:])**2)) if np.isfinite(hf).all() else np.nan
+                    except Exception: row['holdout_mse'] = np.nan    # too few points without the last ones
+            except Exception as e: row['error'] = str(e)[:60]
+            rows.append(row); preds.append(fc if not row['error'] else None)
         fits = pd.DataFrame(rows).set_index('family')
-        ok = fits.aic.notna()
-        if not ok.any():
-            warnings.warn(f"{self!r}: no family could be fitted to the prefix of {n} points; forecasting the last value")
-            self.fits_ = fits
-            return np.full(horizon, y[-1]), None, None
-        a = fits.aic[ok].to_numpy()
-        w = np.exp(-(a - a.min())/(2*self.temperature)); w /= w.sum()
-        fits.loc[ok, 'weight'] = w
+        ok = fits.error.eq('').to_numpy()
         self.fits_ = fits
-        P = np.stack(preds)
+        if not ok.any():
+            warnings.warn(f"{self!r}: no family fits the prefix of {n} points within the constraints (increasing, "
+                          f"below {self.ceiling:g}); forecasting the best value so far")
+            return np.full(horizon, y.max() if self.higher_is_better else y.min()), None, None
+        h = fits.holdout_mse.to_numpy()
+        if np.isfinite(h[ok]).any():   # held-out weights; families without a held-out fit get none
+            s2 = max(np.nanmin(h[ok]), 1e-6)   # the best held-out MSE; at least a noise of 0.001
+            w = np.where(ok & np.isfinite(h), np.exp(-(np.nan_to_num(h, nan=np.inf) - np.nanmin(h[ok]))/(2*self.temperature*s2)), 0.)
+        else: w = ok.astype(float)   # a prefix too short to hold points out: equal weights over the admissible families
+        w /= w.sum()
+        fits['weight'] = w
+        P = np.stack([p if p is not None else np.zeros(horizon) for p in preds])
         mean = w @ P
-        var = w @ (P - mean)**2 + w @ (fits.rss[ok].to_numpy()/n)
+        var = w @ (P - mean)**2 + w @ np.nan_to_num(fits.rss.to_numpy()/n)
         half = stats.norm.ppf(0.5 + self.level/2) * np.sqrt(var)
         return s*mean, s*mean - half, s*mean + half
 
@@ -315,6 +341,29 @@ def deepobs_curves(key:str='test_accuracies', # which curve: test/train accuraci
         if unknown: raise ValueError(f"unknown DeepOBS problem(s) {sorted(unknown)} for {key!r}; valid: {sorted(set(df.testproblem))}")
         df = df[df.testproblem.isin(problems)].reset_index(drop=True)
     return df
+
+# %% ../../nbs/30_curves.core.ipynb #52505656
+def deepobs_runs(problems:list|None=None, # keep only these classification problems (None: all five)
+                 path:str|Path|None=None, # the DeepOBS folder (None: `POTENTIAL_DEEPOBS`)
+                )->list[Run]:
+    "Every DeepOBS run with an accuracy curve as a `Run` (epoch 0 dropped), named `<problem>/<optimizer>/<lr>/<seed>`"
+    acc = deepobs_curves('test_accuracies', problems, path)
+    p = deepobs_path(path).resolve()
+    f = p/DEEPOBS_FILE
+    raw = [r for r in _DEEPOBS[(f, f.stat().st_mtime_ns)] if r.get('test_accuracies') is not None]
+    raw = [r for r in raw if problems is None or r['testproblem'] in problems]
+    def curve(r, k): 
+        v = r.get(k)
+        return np.full(len(r['test_accuracies']) - 1, np.nan) if v is None else np.asarray(v, dtype=float)[1:]
+    runs = []
+    for r,a in zip(raw, acc.itertuples()):
+        opt = r['optimizer'].replace('Optimizer', '').lower()
+        cfg = dict(space='deepobs', problem=r['testproblem'], opt=opt, lr=float(r['learning_rate']))
+        if r.get('batch_size'): cfg['bs'] = int(r['batch_size'])
+        runs.append(Run(dict(train_loss=curve(r, 'train_losses'), valid_loss=curve(r, 'test_losses'), valid_acc=a.curve),
+                        config=cfg, name=f"{r['testproblem']}/{opt}/{r['learning_rate']:.3g}/{r['random_seed']}",
+                        meta=dict(seed=r['random_seed'], source='deepobs')))
+    return runs
 
 # %% ../../nbs/30_curves.core.ipynb #08b67be4
 def prefix_len(n:int, frac:float)->int:
@@ -399,7 +448,7 @@ class CurveEstimator(Estimator):
 
     def estimate(self, run): return forecast_final(self.forecaster, run['valid_acc'], run.n_epochs)
 
-register_estimator('curve_poly', lambda: CurveEstimator(PolyForecaster(degree=2), 'curve_poly'), kind='curve',
-                   doc='quadratic least-squares extrapolation of the validation accuracy curve')
+register_estimator('curve_poly', lambda: CurveEstimator(PolyForecaster(degree=1, log_epoch=True), 'curve_poly'), kind='curve',
+                   doc='least-squares line in log-epoch through the validation accuracy curve, extrapolated (the seed used degree 2 in epochs)')
 register_estimator('curve_parametric', lambda: CurveEstimator(ParametricForecaster(), 'curve_parametric'), kind='curve',
-                   doc="AIC-weighted ensemble of Domhan et al.'s 11 parametric curve families")
+                   doc="Domhan et al.'s 11 parametric families, constrained (increasing, below 1) and weighted by held-out last points")

@@ -231,11 +231,15 @@ class CurveForecast(ColumnCallback):
             raise TypeError(f"`forecaster` must be a `Forecaster` or None, got {type(forecaster).__name__}")
         self.forecaster,self.columns,self._name = forecaster,[column],column
     def before_fit(self):
+        "Check the forecaster before any epoch: the default's weights load, a learned one is fitted"
+        f = self.forecaster if self.forecaster is not None else LSTMForecaster.default()   # once per fit
+        if f.learned and not getattr(f, 'is_fitted', False):
+            raise RuntimeError(f"CurveForecast: {f!r} is not fitted; call its `fit(curves)` (or load weights) before "
+                               "training, or pass None for the shipped `LSTMForecaster.default()`")
         super().before_fit()
-        self._f = self.forecaster
+        self._f = f
     def compute(self):
         try:
-            if self._f is None: self._f = LSTMForecaster.default()   # loaded at the first forecast, once per fit
             f = self._f
             v = self.learn.curve_recorder.curves['valid_acc']
             with warnings.catch_warnings():
