@@ -250,7 +250,8 @@ def plot_search(tab:pd.DataFrame, ax=None):
     if ax is None: _,ax = plt.subplots(figsize=(5, 3))
     t = tab.dropna(subset=['best_raw_acc'])
     ax.step(t['epochs_used'], t['best_raw_acc'], where='post')
-    ax.set(xlabel='epochs consumed', ylabel='accuracy of the chosen config')
+    ax.set(xlabel='epochs consumed', ylabel='accuracy of the chosen config',
+           title='Best configuration so far against the training it cost')
     return ax
 
 def run_search(space:str='workload', strategy:str='hyperband', estimator:str|None=None, n_trials:int=20,
@@ -337,9 +338,11 @@ def search_cli(space:str='workload', # workload (train configs) or recorded (rep
         print(f"potential search: error: {msg}", file=sys.stderr); sys.exit(2)
     tab = search_table(s)
     best = best_trial(s.get_trials(deepcopy=False))
-    print(f"{len(tab)} trials: {tab['state'].value_counts().to_dict()}; {int(tab['epochs'].sum())} epochs; chosen trial "
-          f"{None if best is None else best.number} ({None if best is None else best.params}); written {Path(out)/'trials.csv'}, "
-          f"{Path(out)/'search.png'}")
+    print(f"{len(tab)} trials: {tab['state'].value_counts().to_dict()}; {int(tab['epochs'].sum())} epochs")
+    if best is not None:
+        print(f"chosen: trial {best.number}, validation accuracy {best.user_attrs.get('raw_acc', best.value):.3f} after "
+              f"{trial_epochs(best)} epochs: {best.params}")
+    print(f"written: {Path(out)/'trials.csv'}, {Path(out)/'search.png'}")
 
 # %% ../../nbs/62_search.cli.ipynb #06785d76
 def search_main(argv=None):
