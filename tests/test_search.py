@@ -119,6 +119,16 @@ def test_resume_trains_nothing_twice(tmp_path):
     with pytest.raises(ValueError, match="--trials 5 .given 6."):
         run_search('recorded', 'sha', None, n_trials=6, max_epochs=9, out=tmp_path)
 
+def test_sqlite_storage_runs_and_resumes(tmp_path):
+    "`--storage sqlite:///...`: the same RDB code path as PostgreSQL, on one machine; a second call trains nothing"
+    url = f"sqlite:///{tmp_path/'study.db'}"
+    s = run_search('recorded', 'hyperband', 'best_so_far', n_trials=6, max_epochs=9, workers=2, storage=url,
+                   study='lite', out=tmp_path)
+    check_study(s, 6)
+    before = {t.number: t.datetime_complete for t in s.trials}
+    s = run_search('recorded', 'hyperband', 'best_so_far', n_trials=6, max_epochs=9, storage=url, study='lite', out=tmp_path)
+    assert {t.number: t.datetime_complete for t in s.trials} == before
+
 # ---------- bad input ----------
 
 @pytest.mark.parametrize('kw,msg', [
