@@ -38,7 +38,7 @@ def test_no_command_prints_usage():
 def test_unknown_command_is_named():
     r = potential_cmd('frobnicate')
     assert r.returncode == 2 and 'Traceback' not in r.stderr
-    assert r.stderr == "potential: error: unknown command 'frobnicate'; valid commands: bench (potential --help lists them)\n"
+    assert r.stderr == "potential: error: unknown command 'frobnicate'; valid commands: bench, search (potential --help lists them)\n"
 
 def test_bench_help_lists_hyphenated_options():
     r = potential_cmd('bench', '--help')
