@@ -496,6 +496,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/potential', 'doc_host': ''
                                 'potential.data.mnist1d_arrays': ('data.html#mnist1d_arrays', 'potential/data.py'),
                                 'potential.data.preserve_rng': ('data.html#preserve_rng', 'potential/data.py'),
                                 'potential.data.promote_asset': ('data.html#promote_asset', 'potential/data.py'),
+                                'potential.data.read_asset_once': ('data.html#read_asset_once', 'potential/data.py'),
                                 'potential.data.torch_threads': ('data.html#torch_threads', 'potential/data.py')},
             'potential.fh.core': { 'potential.fh.core.FeatureHistory': ('fh.core.html#featurehistory', 'potential/fh/core.py'),
                                    'potential.fh.core.FeatureHistory.__init__': ( 'fh.core.html#featurehistory.__init__',

@@ -14,7 +14,8 @@ from fastai.torch_core import default_device, get_random_states, set_random_stat
 
 # %% auto #0
 __all__ = ['DATASETS', 'N_CLASSES', 'INPUT_SHAPES', 'cache_dir', 'preserve_rng', 'torch_threads', 'mnist1d_arrays',
-           'digits_arrays', 'TensorDS', 'BatchDL', 'check_dataset', 'get_dls', 'asset_path', 'promote_asset']
+           'digits_arrays', 'TensorDS', 'BatchDL', 'check_dataset', 'get_dls', 'asset_path', 'promote_asset',
+           'read_asset_once']
 
 # %% ../nbs/02_data.ipynb #f17b01aa
 def cache_dir()->Path:
@@ -142,3 +143,16 @@ def promote_asset(src:str|Path, # a file produced in the cache (e.g. by a slow n
     tmp = dst.with_name(dst.name + f'.{os.getpid()}.tmp')
     shutil.copyfile(src, tmp); tmp.replace(dst)
     return dst
+
+# %% ../nbs/02_data.ipynb #26c44c45
+_ASSETS_READ = {}   # path -> what its reader returned
+
+def read_asset_once(path:str|Path, # the file
+                    reader, # path -> its contents (a state dict, a pickled model ...)
+                    missing:str='{path} is missing'): # the error when the file is absent; `{path}` is filled in
+    "What `reader(path)` returns, read once per path and process; a missing file raises `FileNotFoundError(missing)`"
+    path = Path(path)
+    if path not in _ASSETS_READ:
+        if not path.exists(): raise FileNotFoundError(missing.format(path=path))
+        _ASSETS_READ[path] = reader(path)
+    return _ASSETS_READ[path]

@@ -13,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 from fastcore.basics import patch, patch_to
 from .core import *
-from .data import asset_path, cache_dir
+from .data import asset_path, cache_dir, read_asset_once
 from .curves.core import fill_nonfinite
 
 # %% auto #0
@@ -211,7 +211,6 @@ def estimate(self:Stacked, run:Run)->float:
 
 # %% ../nbs/06_stacked.ipynb #41e64ebb
 STACKED_ASSET = asset_path('stacked.pkl.gz')   # the shipped default: trained on the recorded population plus DeepOBS
-_STACKED_STATE = {}   # path -> what `save` wrote there, read once
 
 @patch
 def save(self:Stacked, path)->Path:
@@ -249,13 +248,11 @@ def load(cls, path)->Stacked:
 @patch_to(Stacked, cls_method=True)
 def default(cls, path=None)->Stacked:
     "A new estimator with the shipped model (read once); `fit(runs)` refits it"
-    path = Path(path or STACKED_ASSET)
-    if path not in _STACKED_STATE:
-        if not path.exists():
-            raise FileNotFoundError(f"the default stacked model is missing ({path}); train it with the slow cell of "
-                                    "nbs/06_stacked.ipynb and promote it with `promote_asset`, or pass `path`")
-        with gzip.open(path, 'rb') as f: _STACKED_STATE[path] = pickle.load(f)
-    return cls._from_saved(_STACKED_STATE[path])
+    def read(p):
+        with gzip.open(p, 'rb') as f: return pickle.load(f)
+    return cls._from_saved(read_asset_once(path or STACKED_ASSET, read,
+        "the default stacked model is missing ({path}); train it with the slow cell of nbs/06_stacked.ipynb and "
+        "promote it with `promote_asset`, or pass `path`"))
 
 register_estimator('stacked', Stacked.default, kind='curve',
                    doc='gradient boosting over every signal after epoch e (curve, losses, extrapolations, fh, config), '

@@ -20,7 +20,7 @@ from fastai.callback.progress import ProgressCallback  # adds `Learner.no_bar`
 from fastai.callback.schedule import fit_one_cycle
 
 from ..core import *
-from ..data import TensorDS, BatchDL, asset_path, preserve_rng
+from ..data import TensorDS, BatchDL, asset_path, preserve_rng, read_asset_once
 from .core import *
 from .core import _broadcast_horizons
 from fastcore.basics import patch_to
@@ -206,18 +206,14 @@ class LSTMForecaster(Forecaster):
 
 # %% ../../nbs/31_curves.lstm.ipynb #5f1dd677
 CURVE_LSTM_ASSET = asset_path('curve_lstm.pt')   # the shipped weights of the default forecaster
-_DEFAULT_STATE = {}   # path -> what `save` wrote there, read once; every `default()` builds a new forecaster from it
 
 @patch_to(LSTMForecaster, cls_method=True)
 def default(cls, path=None)->LSTMForecaster:
     "A new forecaster with the pretrained weights shipped with the package (the file is read once, the forecaster is never shared)"
-    path = Path(path or CURVE_LSTM_ASSET)
-    if path not in _DEFAULT_STATE:
-        if not path.exists():
-            raise FileNotFoundError(f"the default LSTM weights are missing ({path}); train them with the slow cell of "
-                                    "nbs/31_curves.lstm.ipynb and promote them with `promote_asset`, or pass `path`")
-        _DEFAULT_STATE[path] = torch.load(path, map_location='cpu', weights_only=False)
-    return cls._from_saved(_DEFAULT_STATE[path])
+    return cls._from_saved(read_asset_once(path or CURVE_LSTM_ASSET,
+        lambda p: torch.load(p, map_location='cpu', weights_only=False),
+        "the default LSTM weights are missing ({path}); train them with the slow cell of nbs/31_curves.lstm.ipynb "
+        "and promote them with `promote_asset`, or pass `path`"))
 
 # %% ../../nbs/31_curves.lstm.ipynb #e84c2301
 class CurveForecast(ColumnCallback):
