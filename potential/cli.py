@@ -21,6 +21,7 @@ def bench_cli(runs:int=None, # networks in a fresh population (default 24; 8 wit
               out:str='bench_out', # folder for bench.csv, runs.csv and bench_tau.png (earlier ones are replaced, with a note)
               population:str='fresh', # fresh (train a population) or recorded (score the shipped runs, no training)
               resamples:int=1000, # bootstrap resamples for the 95% intervals (at least 100)
+              interval_level:float=0.9, # nominal coverage of the estimates' conformal intervals, whose observed coverage is reported
               quick:store_true=False, # smoke test on 2,000 samples: 8 runs x 6 epochs, unless --runs/--epochs say otherwise
               no_cache:store_true=False, # retrain every run instead of reading the run cache
               verbose:store_true=False, # print every warning the estimators gave, not one line per estimator
@@ -31,7 +32,7 @@ def bench_cli(runs:int=None, # networks in a fresh population (default 24; 8 wit
         for r in load_estimators().values(): print(f"{r.name:24s} {r.kind:13s} {r.doc}")
         return
     bench(n_runs=runs, n_epochs=epochs, dataset=dataset, estimators=estimators, seed=seed, out=out, quick=quick,
-          cache=not no_cache, population=population, n_resamples=resamples,
+          cache=not no_cache, population=population, n_resamples=resamples, interval_level=interval_level,
           progress=True if sys.stdout.isatty() else 'lines', verbose=2 if verbose else 1)
 
 CLI_FLAGS = dict(n_runs='runs', n_epochs='epochs', n_resamples='resamples')  # library parameter -> option, where they differ

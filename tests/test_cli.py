@@ -75,6 +75,7 @@ def refusals(tmp_path):
     cases = [(['--runs', '2', *out], "--runs: must be at least 3 to rank runs, got 2"),
              (['--epochs', '1', *out], "--epochs: must be at least 2 so that every budget stops before the last epoch, got 1"),
              (['--resamples', '5', *out], "--resamples: must be at least 100 for a 95% interval, got 5"),
+             (['--interval-level', '0', *out], "--interval-level: must be a coverage strictly between 0 and 1 (e.g. 0.9), got 0.0"),
              (['--seed', '-1', *out], "--seed: must be at least 0"),
              (['--estimators', '', *out], "--estimators: no estimator named; valid names: ['arch_attributes', 'best_so_far'"),
              (['--estimators', 'last_seen,nope', *out], "--estimators: unknown estimator(s) ['nope']; valid names: ['"),
@@ -100,7 +101,7 @@ def test_bench_bad_input_refused_before_training(tmp_path):
     for (args,msg),(status,err) in zip(cases, results):
         assert status == 2, (args, status, err)
         assert err.startswith(f'potential bench: error: {msg}') and err.count('\n') == 1, (args, err)   # one line
-        assert not re.search(r'n_runs|n_epochs|n_resamples|Traceback', err), err    # the flag, never the parameter
+        assert not re.search(r'n_runs|n_epochs|n_resamples|interval_level|Traceback', err), err    # the flag, never the parameter
     assert not (tmp_path/'cache').exists() and not (tmp_path/'out').exists()       # nothing trained, nothing written
 
 def test_bench_refusal_from_the_installed_command(tmp_path):
