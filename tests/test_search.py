@@ -145,6 +145,23 @@ def test_bad_input_is_refused(tmp_path, kw, msg):
     assert msg in str(e.value)
     assert not (tmp_path/'search.journal').exists()                   # refused before opening anything
 
+def test_prune_on_upper_refusals_and_a_live_search(tmp_path):
+    "`--prune-on upper`: refused before anything is opened without a usable calibration; live, rungs report the upper end"
+    for est,msg in [('sotl_e', 'rank-only'), ('curve_lstm', 'would cross-fit it 5 times'), (None, 'needs an `--estimator`')]:
+        with pytest.raises(ValueError, match=msg): run_search('workload', 'sha', est, out=tmp_path, prune_on='upper')
+    with pytest.raises(ValueError, match='needs a strategy that prunes'):
+        run_search('workload', 'random', 'best_so_far', out=tmp_path, prune_on='upper')
+    assert not (tmp_path/'search.journal').exists()
+    s = run_search('workload', 'hyperband', 'best_so_far', n_trials=4, max_epochs=3, n_train=500, out=tmp_path,
+                   prune_on='upper')
+    check_study(s, 4)
+    for t in s.trials:   # the first rung reports the upper end of the interval, above the estimate
+        assert t.intermediate_values[1] == pytest.approx(t.user_attrs['high']) and t.user_attrs['high'] > t.user_attrs['estimate']
+    r = subprocess.run([sys.executable, '-c', 'from potential.cli import main; main()', 'search', '--prune-on', 'upper',
+                        '--out', str(tmp_path/'cli')], capture_output=True, text=True)
+    assert (r.returncode, r.stderr) == (2, 'potential search: error: `--prune-on upper` needs an `--estimator`: the raw '
+                                           'accuracy has no interval\n'), r.stderr
+
 @pytest.mark.parametrize('storage', ['{tmp}/no/such/folder/x.journal', 'postgresql://nobody@127.0.0.1:{port}/none',
                                      'nosuchdialect://x/y'])
 def test_unopenable_storage_names_the_option(tmp_path, storage):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/62_search.cli.ipynb #fcccffe3
 from __future__ import annotations
-import importlib, os, socket, sys, threading, time, warnings
+import functools, importlib, os, socket, sys, threading, time, timeit, warnings
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
@@ -19,9 +19,9 @@ from .core import *
 from .replay import ReplayPopulation, ReplayObjective, quiet_optuna
 
 # %% auto #0
-__all__ = ['SEARCH_SETTINGS', 'SEARCH_SPACES', 'open_storage', 'prepare_study', 'claim_trial', 'fail_stale', 'make_objective',
-           'run_trial', 'search_worker', 'check_search_args', 'search_table', 'plot_search', 'run_search', 'search_cli',
-           'search_main']
+__all__ = ['SEARCH_SETTINGS', 'SEARCH_PRUNE_ON', 'SEARCH_CALIBRATION_SECONDS', 'SEARCH_SPACES', 'open_storage', 'prepare_study',
+           'claim_trial', 'fail_stale', 'calibrated_estimator', 'make_objective', 'run_trial', 'search_worker',
+           'check_search_args', 'search_table', 'plot_search', 'run_search', 'search_cli', 'search_main']
 
 # %% ../../nbs/62_search.cli.ipynb #99617556
 _HB,_WORKER = 'potential_heartbeat','potential_worker'
@@ -67,7 +67,8 @@ def open_storage(storage:str|None=None, # None: a journal file in `out`; a path;
 
 # %% ../../nbs/62_search.cli.ipynb #8aeef83c
 SEARCH_SETTINGS = ('space', 'strategy', 'estimator', 'n_trials', 'max_epochs', 'min_epochs', 'eta', 'dataset',
-                   'n_train', 'prescreen', 'random_epochs')
+                   'n_train', 'prescreen', 'random_epochs', 'prune_on', 'level')
+_SETTING_DEFAULTS = dict(prune_on='estimate')   # what a study made before the setting existed did
 
 def prepare_study(storage, study_name:str, settings:dict)->optuna.Study:
     "Create (once) or load the study; check that `settings` match those it was created with"
@@ -83,7 +84,8 @@ def prepare_study(storage, study_name:str, settings:dict)->optuna.Study:
         if study.user_attrs.get('ready'): break
         time.sleep(.1)
     else: raise RuntimeError(f"study {study_name!r} exists but was never made ready (its creator died): use a new `--study`")
-    diff = {k: (study.user_attrs.get(k), v) for k,v in settings.items() if study.user_attrs.get(k) != v}
+    old = lambda k: study.user_attrs.get(k, _SETTING_DEFAULTS.get(k))
+    diff = {k: (old(k), v) for k,v in settings.items() if old(k) != v}
     if diff:
         raise ValueError(f"study {study_name!r} was created with other settings: " +
                          ', '.join(f"--{'trials' if k == 'n_trials' else k} {a!r} (given {b!r})" for k,(a,b) in diff.items()) +
@@ -148,6 +150,46 @@ class _Heartbeat:
     def __exit__(self, *a): self.stop.set(); self.thread.join()
 
 # %% ../../nbs/62_search.cli.ipynb #e2608fed
+SEARCH_PRUNE_ON = {'estimate': "report the estimate of the final accuracy to the pruner",
+                   'upper': "report the upper end of the estimate's calibrated interval: stop a trial only when even "
+                            "that is below the cut"}
+SEARCH_CALIBRATION_SECONDS = 60  # the longest calibration on the recorded population `--prune-on upper` starts
+
+@functools.lru_cache(maxsize=None)
+def _calibrated(name:str, max_seconds:float)->Estimator:
+    "`name`'s estimator with its shipped calibration, or calibrated on the recorded population if that is quick"
+    from potential.workload import load_population
+    from potential.conformal import calibrate, CONFORMAL_BUDGETS
+    from potential.bench import budget_epoch
+    reg = ESTIMATORS[name]
+    est = reg.make()
+    if est.calibration is not None: return est
+    why = f"`--estimator` {name!r} carries no calibration, and calibrating it on the recorded population"
+    if est.cv_fit: raise ValueError(f"{why} would cross-fit it 5 times: too slow to do before a search. Use "
+                                    "`--prune-on estimate`, or an estimator that carries a calibration or estimates quickly")
+    runs = load_population('recorded')
+    sample = runs[:4]
+    t = timeit.timeit(lambda: [est(r.upto(budget_epoch(b, r.n_epochs))) for r in sample for b in CONFORMAL_BUDGETS], number=1)
+    if t*len(runs)/len(sample) > max_seconds:
+        raise ValueError(f"{why} would take about {t*len(runs)/len(sample):.0f}s (more than {max_seconds:g}s). Use "
+                         "`--prune-on estimate`, or an estimator that carries a calibration or estimates quickly")
+    try: return calibrate(reg, runs)
+    except ValueError as e: raise ValueError(f"`--estimator` {name!r} cannot be calibrated on the recorded population: {e}") from None
+
+def calibrated_estimator(name:str, # a search estimator that predicts accuracy
+                         level:float=.9, # coverage of the interval whose upper end is reported
+                         max_seconds:float=SEARCH_CALIBRATION_SECONDS)->Estimator: # refuse a longer calibration
+    "The estimator `--prune-on upper` uses: its shipped calibration, or one made (once per process) on the recorded population"
+    name = check_search_estimator(name)
+    if name is None: raise ValueError("`--prune-on upper` needs an `--estimator`: the raw accuracy has no interval")
+    if not ESTIMATORS[name].make().predicts_accuracy:
+        raise ValueError(f"`--estimator` {name!r} is a rank-only score: it has no interval to prune on; use "
+                         "`--prune-on estimate`, or an estimator that predicts accuracy")
+    est = _calibrated(name, float(max_seconds))
+    try: check_upper_bound(est, level)
+    except ValueError as e: raise ValueError(f"`--level` {level}: {e}") from None
+    return est
+
 def make_objective(settings:dict, seed:int=0, epoch_seconds:float=0.):
     "The objective function of a study's `settings` (live training or replay)"
     s = settings
@@ -162,8 +204,11 @@ def make_objective(settings:dict, seed:int=0, epoch_seconds:float=0.):
     if s['estimator'] and ESTIMATORS[s['estimator']].make().cv_fit:
         from potential.workload import load_population
         fit_runs = load_population('recorded')
+    upper = s.get('prune_on') == 'upper'
+    cal = calibrated_estimator(s['estimator'], s['level']) if upper else None
     def objective(trial):
-        return live_objective(trial, s['estimator'], mr, s['dataset'], s.get('n_train'), seed, rungs, pre, fit_runs)
+        return live_objective(trial, s['estimator'], mr, s['dataset'], s.get('n_train'), seed, rungs, pre, fit_runs,
+                              'high' if upper else 'estimate', s.get('level') or .9, cal)
     return objective
 
 def run_trial(study:optuna.Study, trial, objective, heartbeat:float=10.):
@@ -214,7 +259,7 @@ SEARCH_SPACES = {'workload': 'train configs of the workload design space (MNIST-
                  'recorded': 'replay the recorded population (256 runs x 24 epochs on MNIST-1D): no training'}
 
 def check_search_args(space, strategy, estimator, n_trials, workers, min_epochs, max_epochs, eta, prescreen=None,
-                      dataset='mnist1d'):
+                      dataset='mnist1d', prune_on='estimate', level=.9):
     "Refuse bad input with a message that names the argument and lists valid values"
     if space not in SEARCH_SPACES: raise ValueError(f"unknown `--space` {space!r}; valid: {list(SEARCH_SPACES)}")
     check_strategy(strategy); check_search_estimator(estimator); check_prescreen(prescreen); check_dataset(dataset)
@@ -227,15 +272,25 @@ def check_search_args(space, strategy, estimator, n_trials, workers, min_epochs,
     if int(eta) < 2: raise ValueError(f"`--eta` must be at least 2, got {eta}")
     if space == 'recorded' and int(max_epochs) > 24:
         raise ValueError(f"`--max_epochs` must be at most 24 on the recorded population, got {max_epochs}")
+    if prune_on not in SEARCH_PRUNE_ON: raise ValueError(f"unknown `--prune-on` {prune_on!r}; valid: {list(SEARCH_PRUNE_ON)}")
+    if prune_on == 'upper':
+        try: check_level(level)
+        except ValueError: raise ValueError(f"`--level` must be a coverage strictly between 0 and 1 (e.g. 0.9), got {level!r}") from None
+        if space != 'workload': raise ValueError("`--prune-on upper` prunes live trials (`--space workload`); the replay "
+                                                 "of the recorded population has no intervals: use `--prune-on estimate`")
+        if strategy == 'random': raise ValueError("`--prune-on upper` needs a strategy that prunes: sha, hyperband or "
+                                                  "bohb (random prunes nothing)")
+        if estimator is None: raise ValueError("`--prune-on upper` needs an `--estimator`: the raw accuracy has no interval")
 
 def search_table(study:optuna.Study)->pd.DataFrame:
-    "One row per trial: number, state, epochs, value, raw accuracy, estimate, the chosen trial so far"
+    "One row per trial: number, state, epochs, value, raw accuracy, estimate (and its upper bound), the chosen trial so far"
     rows,done = [],[]
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: (t.datetime_complete is None, t.datetime_complete or 0, t.number)):
         if t.state.is_finished(): done.append(t)
         best = best_trial(done)
         rows.append(dict(number=t.number, state=t.state.name, epochs=trial_epochs(t) if t.state.is_finished() else 0,
                          value=t.value, raw_acc=t.user_attrs.get('raw_acc'), estimate=t.user_attrs.get('estimate'),
+                         high=t.user_attrs.get('high'),
                          n_fallbacks=t.user_attrs.get('n_fallbacks'), fail_reason=t.user_attrs.get('fail_reason'),
                          replaces=t.user_attrs.get('replaces'), run=t.user_attrs.get('run'),
                          best_number=None if best is None else best.number,
@@ -258,16 +313,19 @@ def run_search(space:str='workload', strategy:str='hyperband', estimator:str|Non
                max_epochs:int=12, min_epochs:int=1, eta:int=3, dataset:str='mnist1d', n_train:int|None=None,
                storage:str|None=None, study:str='search', workers:int=1, seed:int=0, out:str='search_out',
                prescreen:str|None=None, random_epochs:int|None=None, heartbeat:int=10, grace:int=60,
-               progress:bool=False, epoch_seconds:float=0.)->optuna.Study:
+               progress:bool=False, epoch_seconds:float=0., prune_on:str='estimate', level:float=.9)->optuna.Study:
     "Check the arguments, open the storage, prepare the study, run `workers` processes on it, write the results"
     estimator,prescreen = check_search_estimator(estimator),check_prescreen(prescreen)
-    check_search_args(space, strategy, estimator, n_trials, workers, min_epochs, max_epochs, eta, prescreen, dataset)
+    check_search_args(space, strategy, estimator, n_trials, workers, min_epochs, max_epochs, eta, prescreen, dataset,
+                      prune_on, level)
     from potential.bench import check_out
     check_out(out)   # a writable folder (or creatable), before any storage or training: the bench's own check
+    if prune_on == 'upper': calibrated_estimator(estimator, level)   # refused (or calibrated) before anything is opened
     st = open_storage(storage, out, heartbeat, grace)
     settings = dict(space=space, strategy=strategy, estimator=estimator, n_trials=int(n_trials),
                     max_epochs=int(max_epochs), min_epochs=int(min_epochs), eta=int(eta), dataset=dataset,
-                    n_train=n_train, prescreen=prescreen, random_epochs=random_epochs)
+                    n_train=n_train, prescreen=prescreen, random_epochs=random_epochs, prune_on=prune_on,
+                    level=float(level) if prune_on == 'upper' else None)
     s = prepare_study(st, study, settings)
     kw = dict(storage=storage, study_name=study, out=str(out), heartbeat=heartbeat, grace=grace, epoch_seconds=epoch_seconds)
     n_done = lambda: sum(t.state.is_finished() for t in s.get_trials(deepcopy=False))
@@ -315,6 +373,8 @@ def search_cli(space:str='workload', # workload (train configs) or recorded (rep
                out:str='search_out', # folder for trials.csv, search.png and the default journal file
                heartbeat:int=10, # seconds between heartbeats of a running trial
                grace:int=60, # seconds without a heartbeat after which a trial is failed and replaced
+               prune_on:str='estimate', # estimate, or upper: the upper end of its calibrated interval (a trial stops only if even that is below the cut)
+               level:float=0.9, # coverage of that interval (--prune-on upper)
                list_estimators:store_true=False): # list the estimators the search can act on and exit
     "Search configurations with Optuna (random, SHA, HyperBand, BOHB), deciding on any estimator's estimate"
     import potential.all
@@ -327,7 +387,8 @@ def search_cli(space:str='workload', # workload (train configs) or recorded (rep
         return e is not None
     try:
         s = run_search(space, strategy, estimator, trials, max_epochs, min_epochs, eta, dataset, n_train, storage, study,
-                       workers, seed, out, prescreen, random_epochs, heartbeat, grace, progress=sys.stdout.isatty())
+                       workers, seed, out, prescreen, random_epochs, heartbeat, grace, progress=sys.stdout.isatty(),
+                       prune_on=prune_on, level=level)
     except BaseException as e:
         if interrupted(e):   # one line: what was kept, where, and that running again resumes
             where = storage or Path(out)/'search.journal'

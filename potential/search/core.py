@@ -17,10 +17,10 @@ from ..workload import train_run, build_model, WORKLOAD_FAMILIES, ACTIVATIONS
 from ..data import check_dataset
 
 # %% auto #0
-__all__ = ['SEARCH_STRATEGIES', 'check_strategy', 'check_resources', 'make_pruner', 'make_sampler', 'rung_epochs',
-           'check_search_estimator', 'check_prescreen', 'decision_value', 'TrialReporter', 'OptunaPruning',
-           'trial_epochs', 'best_trial', 'prescreen_admit', 'Prescreener', 'TrialDiverged', 'suggest_workload',
-           'live_objective']
+__all__ = ['SEARCH_STRATEGIES', 'SEARCH_BOUNDS', 'check_strategy', 'check_resources', 'make_pruner', 'make_sampler',
+           'rung_epochs', 'check_search_estimator', 'check_prescreen', 'check_bound', 'decision_value',
+           'check_upper_bound', 'TrialReporter', 'OptunaPruning', 'trial_epochs', 'best_trial', 'prescreen_admit',
+           'Prescreener', 'TrialDiverged', 'suggest_workload', 'live_objective']
 
 # %% ../../nbs/60_search.core.ipynb #ba26ab9d
 SEARCH_STRATEGIES = {'random': 'random sampler, a fixed budget per config, no pruning',
@@ -81,41 +81,85 @@ def check_prescreen(name:str|None)->str|None:
     return name
 
 # %% ../../nbs/60_search.core.ipynb #8188467e
+SEARCH_BOUNDS = {'estimate': 'the estimate of the final accuracy',
+                 'high': "the upper end of the estimate's calibrated interval (prunes only the clearly worse)"}
+
+def check_bound(bound:str)->str:
+    "`bound` if it is one of `SEARCH_BOUNDS`, else an error listing them"
+    if bound not in SEARCH_BOUNDS: raise ValueError(f"unknown `bound` {bound!r}; valid: {list(SEARCH_BOUNDS)}")
+    return bound
+
 def decision_value(estimate:float, # the estimator's estimate of the final accuracy (NaN: none)
                    raw:float, # the latest validation accuracy
                    epoch:int, # epochs seen
                    n_epochs:int, # the run's planned length
-                   predicts_accuracy:bool=True)->tuple[float,bool]: # False: `estimate` is a rank-only score
+                   predicts_accuracy:bool=True, # False: `estimate` is a rank-only score
+                   high:float=float('nan'), # the upper end of the estimate's calibrated interval (NaN: none)
+                   bound:str='estimate')->tuple[float,bool]: # which of the two to report: 'estimate' or 'high'
     "(value to report, whether it fell back to `raw`)"
+    v = estimate if check_bound(bound) == 'estimate' else high
     if predicts_accuracy and epoch >= n_epochs: return float(raw),False
-    if estimate is None or not np.isfinite(estimate): return float(raw),True
-    return float(estimate),False
+    if v is None or not np.isfinite(v): return float(raw),True
+    return float(v),False
 
 # %% ../../nbs/60_search.core.ipynb #51028fe8
+def check_upper_bound(estimator:Estimator|None, # the estimator whose interval's upper end would be reported
+                      level:float=.9): # coverage of that interval
+    "Refuse, before any training, an estimator that cannot give a finite calibrated upper bound at `level`"
+    level = check_level(level)
+    if estimator is None: raise ValueError("`bound='high'` needs an estimator: the raw accuracy has no interval")
+    if not getattr(estimator, 'predicts_accuracy', True):
+        raise ValueError(f"{estimator!r} is a rank-only score: it has no interval, so `bound='high'` cannot use it "
+                         "(use an estimator that predicts accuracy, or `bound='estimate'`)")
+    cal = getattr(estimator, 'calibration', None)
+    if cal is None:
+        raise ValueError(f"{estimator!r} is not calibrated: pass a calibrated estimator "
+                         "(`potential.conformal.calibrate(estimator, runs)`) to prune on its upper bound")
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        short = [b for b in cal.budgets if not np.isfinite(cal.halfwidth(b, level))]
+    if short: raise ValueError(f"{estimator!r}'s calibration has too few residuals for `level` {level} at budgets "
+                               f"{short}: calibrate on more runs, or lower `level`")
+    return level
+
 class TrialReporter:
-    "Report an estimator's estimate of a run so far to an Optuna trial; decide pruning"
+    "Report an estimator's estimate (or its calibrated upper bound) of a run so far to an Optuna trial; decide pruning"
     def __init__(self, trial, # an `optuna.Trial` (anything with `report`, `should_prune`, `set_user_attr`)
                  estimator:Estimator|None=None, # None: report the raw latest accuracy
                  n_epochs:int|None=None, # the run's planned length (default: the run's own)
-                 report_epochs=None): # epochs at which to report (None: every epoch); the last is always reported
+                 report_epochs=None, # epochs at which to report (None: every epoch); the last is always reported
+                 bound:str='estimate', # 'estimate', or 'high': the upper end of the estimator's calibrated interval
+                 level:float=.9): # coverage of that interval
         self.trial,self.estimator,self.n_epochs = trial,estimator,n_epochs
         self.report_epochs = None if report_epochs is None else set(int(e) for e in report_epochs)
+        self.bound,self.level = check_bound(bound),check_level(level)
+        self.check()
         self.n_fallbacks,self.pruned,self.epochs,self.last_value,self._warned = 0,False,0,float('nan'),False
+    def check(self):
+        "Raise, before any training, if `bound='high'` and the estimator has no calibrated interval at `level`"
+        if self.bound == 'high': check_upper_bound(self.estimator, self.level)
     def get_params(self): return dict(trial=getattr(self.trial, 'number', None), estimator=repr(self.estimator))
-    def _estimate(self, run):
-        if self.estimator is None: return float('nan')
-        try: return float(self.estimator(run))
-        except Exception as e: return float('nan')
-    def report(self, epoch:int, raw:float, estimate:float, n_epochs:int)->bool:
-        "Report the value for `epoch` (from `raw` and `estimate`) and return whether the trial should stop"
+    def _estimate(self, run)->tuple:
+        "(estimate, upper end of its interval or NaN); NaNs if the estimator raises"
+        nan = float('nan')
+        if self.estimator is None: return nan,nan
+        try:
+            if self.bound == 'estimate': return float(self.estimator(run)),nan
+            lo,hi = self.estimator.interval(run, self.level)
+            return (lo + hi)/2,float(hi)
+        except Exception as e: return nan,nan
+    def report(self, epoch:int, raw:float, estimate:float, n_epochs:int,
+               high:float=float('nan'))->bool: # the upper end of the estimate's interval (used with `bound='high'`)
+        "Report the value for `epoch` (from `raw`, `estimate` and `high`) and return whether the trial should stop"
         self.epochs = int(epoch)
         if self.report_epochs is not None and epoch not in self.report_epochs and epoch < n_epochs: return False
         pa = True if self.estimator is None else getattr(self.estimator, 'predicts_accuracy', True)
-        value,fell = decision_value(estimate, raw, epoch, n_epochs, pa)
+        value,fell = decision_value(estimate, raw, epoch, n_epochs, pa, high, self.bound)
         if fell and self.estimator is not None:
             self.n_fallbacks += 1
             if not self._warned:
-                warnings.warn(f"estimator {self.estimator!r} gave no estimate at epoch {epoch}: reporting the raw "
+                what = 'estimate' if self.bound == 'estimate' else 'upper bound'
+                warnings.warn(f"estimator {self.estimator!r} gave no {what} at epoch {epoch}: reporting the raw "
                               f"accuracy instead (counted in the trial's `n_fallbacks`)")
                 self._warned = True
         self.last_value = value
@@ -124,6 +168,7 @@ class TrialReporter:
         self.trial.set_user_attr('epochs', int(epoch))
         self.trial.set_user_attr('n_fallbacks', self.n_fallbacks)
         if self.estimator is not None and np.isfinite(estimate): self.trial.set_user_attr('estimate', float(estimate))
+        if self.bound == 'high' and np.isfinite(high): self.trial.set_user_attr('high', float(high))
         self.pruned = epoch < n_epochs and bool(self.trial.should_prune())
         return self.pruned
     def needs_estimate(self, epoch:int, n_epochs:int)->bool:
@@ -134,7 +179,8 @@ class TrialReporter:
     def step(self, run:Run)->bool:
         "Report for `run` as it is now; return whether to prune"
         n,e = self.n_epochs or run.n_epochs,run.epochs_seen
-        return self.report(e, run.final(), self._estimate(run) if self.needs_estimate(e, n) else float('nan'), n)
+        est,high = self._estimate(run) if self.needs_estimate(e, n) else (float('nan'), float('nan'))
+        return self.report(e, run.final(), est, n, high)
 
 # %% ../../nbs/60_search.core.ipynb #fccff897
 class OptunaPruning(Callback):
@@ -144,6 +190,7 @@ class OptunaPruning(Callback):
                  raise_pruned:bool=True): # raise `optuna.TrialPruned` after fit (False inside `train_run`)
         self.reporter,self.raise_pruned = reporter,raise_pruned
     def before_fit(self):
+        self.reporter.check()   # an uncalibrated estimator with `bound='high'` is refused before the first epoch
         if not hasattr(self.learn, 'curve_recorder'):
             cr = CurveRecorder(); self.learn.add_cb(cr); cr.before_fit()
         self.reporter.pruned = False
@@ -246,18 +293,21 @@ def live_objective(trial, # an Optuna trial
                    dataset:str='mnist1d', n_train:int|None=None, seed:int=0,
                    report_epochs=None, # epochs at which to compute the estimate (None: every epoch)
                    prescreener:Prescreener|None=None,
-                   fit_runs=None)->float: # runs to fit a learned estimator that has no shipped default
+                   fit_runs=None, # runs to fit a learned estimator that has no shipped default
+                   bound:str='estimate', # report the estimate, or 'high': the upper end of its calibrated interval
+                   level:float=.9, # coverage of that interval
+                   calibrated:Estimator|None=None)->float: # the estimator to use as is (e.g. from `calibrate`)
     "Train one trial's config, reporting and pruning; return the validation accuracy at the end of its budget"
     config = suggest_workload(trial, dataset)
     trial.set_user_attr('config', config)
+    reg = ESTIMATORS[check_search_estimator(estimator)] if estimator not in (None, 'none') else None
+    est = calibrated if calibrated is not None else _fit_if_needed(reg, reg.make(), fit_runs) if reg else None
+    rep = TrialReporter(trial, est, max_epochs, report_epochs, bound, level)   # refuses an uncalibrated 'high' here
     if prescreener is not None:
         run0 = Run({k: [] for k in CURVE_KEYS}, n_epochs=max_epochs, config=config, model=partial(build_model, config))
         if not prescreener.admit(run0):
             trial.set_user_attr('epochs', 0); trial.set_user_attr('screened_out', True)
             raise optuna.TrialPruned("screened out before training")
-    reg = ESTIMATORS[check_search_estimator(estimator)] if estimator not in (None, 'none') else None
-    est = _fit_if_needed(reg, reg.make(), fit_runs) if reg else None
-    rep = TrialReporter(trial, est, max_epochs, report_epochs)
     cbs = ([reg.callback] if reg is not None and reg.callback is not None else []) + [partial(OptunaPruning, rep, False)]
     run = train_run(config, max_epochs, seed=seed + trial.number, callbacks=cbs, n_train=n_train, cache=False,
                     name=f'trial{trial.number}')
