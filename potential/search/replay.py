@@ -4,12 +4,13 @@
 
 # %% ../../nbs/61_search.replay.ipynb #8dcdd68d
 from __future__ import annotations
-import contextlib, hashlib, importlib, json, math, time, warnings
+import contextlib, hashlib, importlib, json, math, pickle, time, types, warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 import optuna
+import torch
 from optuna.trial import TrialState
 from ..core import *
 from ..bench import estimate_matrix, config_groups
@@ -18,8 +19,8 @@ from ..metrics import bootstrap_counts, percentile_interval
 from .core import *
 
 # %% auto #0
-__all__ = ['quiet_optuna', 'ReplayPopulation', 'ReplayObjective', 'replay_search', 'anytime_regret', 'bootstrap_band',
-           'replay_grid']
+__all__ = ['quiet_optuna', 'estimator_token', 'ReplayPopulation', 'ReplayObjective', 'replay_search', 'anytime_regret',
+           'bootstrap_band', 'replay_grid']
 
 # %% ../../nbs/61_search.replay.ipynb #6eff796f
 _CAT_KEYS = ('family', 'depth', 'width', 'kernel', 'pool', 'act', 'bn', 'opt', 'sched')
@@ -31,6 +32,30 @@ def quiet_optuna(level=optuna.logging.WARNING):
     optuna.logging.set_verbosity(level)
     try: yield
     finally: optuna.logging.set_verbosity(old)
+
+def _digest(o, h, depth=0):
+    "Feed what `o` holds into the hash `h`: tensors and arrays by their bytes, modules by their state, objects by their attributes"
+    if isinstance(o, torch.nn.Module): o = o.state_dict()
+    if isinstance(o, torch.Tensor): h.update(o.detach().cpu().numpy().tobytes()); return
+    if isinstance(o, np.ndarray): h.update(str(o.dtype).encode() + o.tobytes()); return
+    if isinstance(o, dict):
+        for k in sorted(o, key=str): h.update(str(k).encode()); _digest(o[k], h, depth + 1)
+        return
+    if isinstance(o, (list, tuple, set, frozenset)):
+        for x in (sorted(o, key=str) if isinstance(o, (set, frozenset)) else o): _digest(x, h, depth + 1)
+        return
+    if isinstance(o, (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)) or callable(o) and not hasattr(o, '__dict__'):
+        h.update(getattr(o, '__qualname__', type(o).__qualname__).encode()); return
+    if hasattr(o, '__dict__') and depth < 8:
+        h.update(type(o).__qualname__.encode()); _digest(vars(o), h, depth + 1); return
+    try: h.update(pickle.dumps(o))
+    except Exception: h.update(type(o).__qualname__.encode())
+
+def estimator_token(name:str)->str:
+    "A short hash of what a registered estimator's estimates depend on besides the runs: its settings and the weights it carries"
+    h = hashlib.sha1(name.encode())
+    _digest(get_estimators(name)[0].make(), h)
+    return h.hexdigest()[:10]
 
 class ReplayPopulation:
     "Recorded runs as a search benchmark: curves as arrays, a config space, cached estimates"
@@ -49,7 +74,7 @@ class ReplayPopulation:
         self.codes = np.array([[self.choices[k].index(r.config[k]) for k in keys] for r in runs])
         self.loglr = np.log([float(r.config.get('lr', 1e-3)) for r in runs])
         self.key = hashlib.sha1(json.dumps([[r.name, r.final()] for r in runs]).encode()).hexdigest()[:12]
-        self._est = {}
+        self._est,self._tokens = {},{}
 
     def suggest(self, trial)->int:
         "Draw a config through `trial.suggest_*` and return the index of the nearest recorded run"
@@ -59,7 +84,10 @@ class ReplayPopulation:
         d = (self.codes != q).sum(1) + np.abs(self.loglr - lr)/span   # mismatching choices, then learning rate
         return int(np.argmin(d))
 
-    def _path(self, name): return cache_dir()/'search'/f'estimates_{self.name}_{self.key}_{name}.json'
+    def _path(self, name):
+        "The estimate cache of estimator `name`: keyed by the runs and by the estimator's settings and weights"
+        if name not in self._tokens: self._tokens[name] = estimator_token(name)
+        return cache_dir()/'search'/f'estimates_{self.name}_{self.key}_{name}_{self._tokens[name]}.json'
 
     def estimates(self, name:str, # a registered estimator
                   epochs, # epochs needed
