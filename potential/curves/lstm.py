@@ -27,9 +27,9 @@ from .core import _broadcast_horizons
 from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['LSTM_MODES', 'PRIOR_SHAPES', 'PRIOR_FAILURES', 'CURVE_LSTM_ASSET', 'curve_features', 'stride_augment', 'CurveLSTM',
-           'masked_mse', 'LSTMForecaster', 'prior_curves', 'CurveForecast', 'deepobs_split', 'leave_one_problem_out',
-           'lopo_scores', 'time_forecasters']
+__all__ = ['CURVE_LSTM_MODES', 'CURVE_PRIOR_SHAPES', 'CURVE_PRIOR_FAILURES', 'CURVE_LSTM_ASSET', 'curve_features',
+           'stride_augment', 'CurveLSTM', 'masked_mse', 'LSTMForecaster', 'prior_curves', 'CurveForecast',
+           'deepobs_split', 'leave_one_problem_out', 'lopo_scores', 'time_forecasters']
 
 # %% ../../nbs/31_curves.lstm.ipynb #38de4c61
 def curve_features(y:np.ndarray, # values so far
@@ -84,7 +84,7 @@ def masked_mse(pred, targ):
     return ((pred - targ[..., 0])**2 * m).sum() / m.sum().clamp_min(1e-12)
 
 # %% ../../nbs/31_curves.lstm.ipynb #21d8fba3
-LSTM_MODES = ('gain', 'step')   # direct forecast of the final value's gain over the last value; the seed's recursion
+CURVE_LSTM_MODES = ('gain', 'step')   # direct forecast of the final value's gain over the last value; the seed's recursion
 
 class LSTMForecaster(Forecaster):
     "LSTM forecaster of learning curves, trained with fastai on a library of curves: the final value's gain (default) or the seed's recursion (§2.2)"
@@ -97,7 +97,7 @@ class LSTMForecaster(Forecaster):
                  **kwargs): # `higher_is_better`, `clip`
         super().__init__(**kwargs)
         if not 0 < level < 1: raise ValueError(f"`level` must be in (0, 1), got {level!r}")
-        if mode not in LSTM_MODES: raise ValueError(f"`mode` must be one of {LSTM_MODES}, got {mode!r}")
+        if mode not in CURVE_LSTM_MODES: raise ValueError(f"`mode` must be one of {CURVE_LSTM_MODES}, got {mode!r}")
         self.n_hidden,self.n_layers,self.dscale,self.level,self.mode = int(n_hidden),int(n_layers),float(dscale),level,mode
         self.n_in = 4 if mode == 'gain' else 3
         with preserve_rng(): self.model = CurveLSTM(self.n_hidden, self.n_layers, self.n_in)   # initialising draws from the global RNG
@@ -231,8 +231,8 @@ class LSTMForecaster(Forecaster):
         return f
 
 # %% ../../nbs/31_curves.lstm.ipynb #736aff9d
-PRIOR_SHAPES = ('pow3', 'weibull', 'mmf', 'janoschek', 'ilog2', 'log_power')
-PRIOR_FAILURES = {'never_learns': .10, 'late_decline': .15, 'collapse': .05}   # shares of the draws
+CURVE_PRIOR_SHAPES = ('pow3', 'weibull', 'mmf', 'janoschek', 'ilog2', 'log_power')
+CURVE_PRIOR_FAILURES = {'never_learns': .10, 'late_decline': .15, 'collapse': .05}   # shares of the draws
 
 def _prior_shape(name, x, k, d):
     "A saturating shape in [0, 1) of `x` in (0, 1], with speed `k` and steepness `d`"
@@ -247,23 +247,23 @@ def prior_curves(n_curves:int, # how many curves to draw
                  seed:int=0, # seed of the draws (a local generator)
                  min_len:int=10, # shortest curve (epochs)
                  max_len:int=300, # longest curve (epochs)
-                 failures:dict|None=None, # share of each failure (`PRIOR_FAILURES` by default)
+                 failures:dict|None=None, # share of each failure (`CURVE_PRIOR_FAILURES` by default)
                 )->list:
     "Synthetic accuracy curves from a prior over Domhan's parametric shapes, with the ways real runs fail, in [0, 1]"
     if int(n_curves) != n_curves or n_curves < 1: raise ValueError(f"`n_curves` must be a positive whole number, got {n_curves!r}")
     if not 2 <= min_len <= max_len: raise ValueError(f"need 2 ≤ `min_len` ≤ `max_len`, got {min_len!r} and {max_len!r}")
-    failures = dict(PRIOR_FAILURES if failures is None else failures)
-    if set(failures) - set(PRIOR_FAILURES) or any(v < 0 for v in failures.values()) or sum(failures.values()) > 1:
-        raise ValueError(f"`failures` maps some of {list(PRIOR_FAILURES)} to shares ≥ 0 summing to at most 1, got {failures}")
+    failures = dict(CURVE_PRIOR_FAILURES if failures is None else failures)
+    if set(failures) - set(CURVE_PRIOR_FAILURES) or any(v < 0 for v in failures.values()) or sum(failures.values()) > 1:
+        raise ValueError(f"`failures` maps some of {list(CURVE_PRIOR_FAILURES)} to shares ≥ 0 summing to at most 1, got {failures}")
     rng,out = np.random.default_rng(seed),[]
-    cuts = np.cumsum([failures.get(k, 0.) for k in PRIOR_FAILURES])
+    cuts = np.cumsum([failures.get(k, 0.) for k in CURVE_PRIOR_FAILURES])
     for _ in range(int(n_curves)):
         T = int(round(np.exp(rng.uniform(np.log(min_len), np.log(max_len)))))
         x = np.arange(1, T+1) / T
         y0 = rng.uniform(0., .5)
         top = rng.uniform(min(y0 + .02, 1.), 1.)
         k,d = np.exp(rng.uniform(np.log(.5), np.log(100.))),np.exp(rng.uniform(np.log(.3), np.log(3.)))
-        y = y0 + (top - y0)*_prior_shape(PRIOR_SHAPES[rng.integers(len(PRIOR_SHAPES))], x, k, d)
+        y = y0 + (top - y0)*_prior_shape(CURVE_PRIOR_SHAPES[rng.integers(len(CURVE_PRIOR_SHAPES))], x, k, d)
         u = rng.random()
         if u < cuts[0]: y = np.full(T, y0)                                                        # never learns
         elif u < cuts[1]: y = y - rng.uniform(0, .2)*np.clip(x - rng.uniform(.2, .9), 0, None)   # declines late
