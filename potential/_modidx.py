@@ -842,6 +842,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/potential', 'doc_host': ''
                                       'potential.search.cli._worker_main': ('search.cli.html#_worker_main', 'potential/search/cli.py'),
                                       'potential.search.cli.calibrated_estimator': ( 'search.cli.html#calibrated_estimator',
                                                                                      'potential/search/cli.py'),
+                                      'potential.search.cli.caused_by_interrupt': ( 'search.cli.html#caused_by_interrupt',
+                                                                                    'potential/search/cli.py'),
                                       'potential.search.cli.check_search_args': ( 'search.cli.html#check_search_args',
                                                                                   'potential/search/cli.py'),
                                       'potential.search.cli.claim_trial': ('search.cli.html#claim_trial', 'potential/search/cli.py'),

@@ -20,8 +20,9 @@ from .replay import ReplayPopulation, ReplayObjective, quiet_optuna
 
 # %% auto #0
 __all__ = ['SEARCH_SETTINGS', 'SEARCH_PRUNE_ON', 'SEARCH_CALIBRATION_SECONDS', 'SEARCH_SPACES', 'open_storage', 'prepare_study',
-           'claim_trial', 'fail_stale', 'calibrated_estimator', 'make_objective', 'run_trial', 'search_worker',
-           'check_search_args', 'search_table', 'plot_search', 'run_search', 'search_cli', 'search_main']
+           'claim_trial', 'fail_stale', 'calibrated_estimator', 'make_objective', 'caused_by_interrupt', 'run_trial',
+           'search_worker', 'check_search_args', 'search_table', 'plot_search', 'run_search', 'search_cli',
+           'search_main']
 
 # %% ../../nbs/62_search.cli.ipynb #99617556
 _HB,_WORKER = 'potential_heartbeat','potential_worker'
@@ -211,6 +212,11 @@ def make_objective(settings:dict, seed:int=0, epoch_seconds:float=0.):
                               'high' if upper else 'estimate', s.get('level') or .9, cal)
     return objective
 
+def caused_by_interrupt(e:BaseException|None)->bool:
+    "Whether `e` is Ctrl-C, or an error raised while Ctrl-C unwound (a storage lock released in a `finally`, say)"
+    while e is not None and not isinstance(e, KeyboardInterrupt): e = e.__context__
+    return e is not None
+
 def run_trial(study:optuna.Study, trial, objective, heartbeat:float=10.):
     "Run one claimed trial under a heartbeat and tell the study how it ended"
     st = study._storage
@@ -222,6 +228,9 @@ def run_trial(study:optuna.Study, trial, objective, heartbeat:float=10.):
             study.tell(trial, state=TrialState.FAIL); _replace(study, study._storage.get_trial(trial._trial_id))
             raise
         except Exception as e:
+            if caused_by_interrupt(e):   # Ctrl-C that a library turned into another error while it unwound: still Ctrl-C
+                study.tell(trial, state=TrialState.FAIL); _replace(study, study._storage.get_trial(trial._trial_id))
+                raise KeyboardInterrupt from e
             trial.set_user_attr('fail_reason', f'{type(e).__name__}: {e}'[:300])
             study.tell(trial, state=TrialState.FAIL)
 
@@ -382,15 +391,12 @@ def search_cli(space:str='workload', # workload (train configs) or recorded (rep
         for r in ESTIMATORS.values():
             if r.task == 'classification': print(f"{r.name:18s} {'prescreen' if r.kind == 'architecture' else 'estimator':10s} {r.doc}")
         return
-    def interrupted(e):   # Ctrl-C, or an error raised while Ctrl-C unwound a storage lock
-        while e is not None and not isinstance(e, KeyboardInterrupt): e = e.__context__
-        return e is not None
     try:
         s = run_search(space, strategy, estimator, trials, max_epochs, min_epochs, eta, dataset, n_train, storage, study,
                        workers, seed, out, prescreen, random_epochs, heartbeat, grace, progress=sys.stdout.isatty(),
                        prune_on=prune_on, level=level)
     except BaseException as e:
-        if interrupted(e):   # one line: what was kept, where, and that running again resumes
+        if caused_by_interrupt(e):   # one line: what was kept, where, and that running again resumes
             where = storage or Path(out)/'search.journal'
             print(f"potential search: interrupted: every finished trial is kept in the study {study!r} ({where}); "
                   "run the same command again to resume", file=sys.stderr); sys.exit(130)
